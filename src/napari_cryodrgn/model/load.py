@@ -1,0 +1,84 @@
+"""Build a model from a training folder (ours or cryoDRGN's) and load its weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..geometry.lattice import Lattice
+from ..training.checkpoint import load_weights, resolve_weights
+from ..training.config import load_config
+from .vae import HetVAE, ModelArgs
+from .volume import VolumeDecoder
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with the facts needed to decode maps."""
+
+    model: HetVAE
+    config: dict
+    D_lat: int
+    norm: tuple[float, float]
+    epoch: int | None
+    weights: Path
+
+    @property
+    def D_img(self) -> int:
+        return self.D_lat - 1
+
+    def volume_decoder(self, precision: str = "fp32", device=None) -> VolumeDecoder:
+        return VolumeDecoder(self.model, self.D_lat, self.norm, device=device, precision=precision)
+
+
+def encoder_in_dim(D_lat: int, enc_mask: int) -> int:
+    """Encoder input width for a circular mask of radius ``enc_mask`` (-1: whole lattice)."""
+    if enc_mask == -1:
+        return D_lat * D_lat
+    lat = Lattice(D_lat)
+    m = lat.circular_mask(enc_mask)
+    m[lat.center] = False
+    return int(m.sum())
+
+
+def load_run(workdir, epoch: int | None = None, device="cpu") -> LoadedRun:
+    """Open ``workdir/config.yaml`` and the weights of ``epoch`` (latest when None)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise InputError(f"{workdir}: no such training folder")
+    cfg = load_config(workdir / "config.yaml")
+    weights, ep = resolve_weights(workdir, epoch)
+    margs = ModelArgs.from_dict(cfg["model_args"])
+    D_lat = int(cfg["lattice_args"]["D"])
+    enc_mask = margs.enc_mask if margs.enc_mask != -2 else (D_lat - 1) // 2
+    try:
+        model = HetVAE(D_lat, encoder_in_dim(D_lat, enc_mask), margs)
+    except (ValueError, KeyError) as e:
+        raise InputError(f"{workdir}/config.yaml: unsupported model settings ({e})") from None
+    ckpt = load_weights(weights, map_location=device)
+    try:
+        model.load_state_dict(ckpt["model_state_dict"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise InputError(
+            f"{weights}: weights do not match config.yaml's model ({first}); "
+            "was the config edited or copied from another run?"
+        ) from None
+    model.to(device).eval()
+    norm = cfg["dataset_args"].get("norm", [0.0, 1.0])
+    return LoadedRun(model, cfg, D_lat, (float(norm[0]), float(norm[1])), ep, weights)
+
+
+def apix_of(cfg: dict) -> float | None:
+    """Pixel size recorded for a run (our train_args.apix), else None."""
+    ta = cfg.get("train_args") or {}
+    ds = cfg.get("dataset_args") or {}
+    val = ds.get("apix") or ta.get("apix")
+    return float(val) if val else None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

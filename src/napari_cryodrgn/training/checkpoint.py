@@ -1,0 +1,95 @@
+"""Checkpoints in cryoDRGN's format (weights.N.pkl, z.N.pkl), written atomically."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.atomic import atomic_write
+from ..io.safepickle import load_pickles, load_torch_checkpoint, save_pickle
+
+
+def save_checkpoint(outdir, epoch: int, model, optim, z_mu, z_logvar, extra: dict | None = None):
+    """Write z.{epoch}.pkl then weights.{epoch}.pkl, each via a temporary file and rename.
+
+    The weights file is written last, so its presence marks a complete epoch.
+    """
+    outdir = Path(outdir)
+    save_pickle(outdir / f"z.{epoch}.pkl", np.asarray(z_mu, np.float32),
+                np.asarray(z_logvar, np.float32))
+    state = {
+        "epoch": int(epoch),
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optim.state_dict() if optim is not None else None,
+    }
+    if extra:
+        state.update(extra)
+    with atomic_write(outdir / f"weights.{epoch}.pkl", "wb") as f:
+        torch.save(state, f)
+
+
+def finalize(outdir, epoch: int) -> None:
+    """Copy the last epoch to weights.pkl / z.pkl (cryoDRGN's final files), atomically."""
+    outdir = Path(outdir)
+    for stem in ("weights", "z"):
+        src = outdir / f"{stem}.{epoch}.pkl"
+        tmp = outdir / f".{stem}.pkl.tmp"
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, outdir / f"{stem}.pkl")
+
+
+def epochs_in(outdir) -> list[int]:
+    """Sorted epoch numbers N with a weights.N.pkl in ``outdir``."""
+    out = []
+    for p in Path(outdir).glob("weights.*.pkl"):
+        m = re.fullmatch(r"weights\.(\d+)\.pkl", p.name)
+        if m:
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def latest_checkpoint(outdir) -> Path:
+    """Path of the highest-numbered weights.N.pkl, or an InputError if there is none."""
+    eps = epochs_in(outdir)
+    if not eps:
+        raise InputError(f"{outdir}: no weights.N.pkl checkpoint to resume from")
+    return Path(outdir) / f"weights.{eps[-1]}.pkl"
+
+
+def resolve_weights(workdir, epoch: int | None = None) -> tuple[Path, int | None]:
+    """weights file for ``epoch`` (latest when None; weights.pkl if no numbered files)."""
+    workdir = Path(workdir)
+    eps = epochs_in(workdir)
+    if epoch is None:
+        if eps:
+            return workdir / f"weights.{eps[-1]}.pkl", eps[-1]
+        if (workdir / "weights.pkl").exists():
+            return workdir / "weights.pkl", None
+        raise InputError(f"{workdir}: no weights.N.pkl or weights.pkl; is this a training folder?")
+    p = workdir / f"weights.{epoch}.pkl"
+    if not p.exists():
+        have = ", ".join(map(str, eps)) or "none"
+        raise InputError(f"{workdir}: no checkpoint for epoch {epoch} (epochs present: {have})")
+    return p, epoch
+
+
+def load_weights(path, map_location="cpu") -> dict:
+    """Load a checkpoint safely (weights_only) and check it holds a model state dict."""
+    ckpt = load_torch_checkpoint(path, map_location)
+    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+        raise InputError(f"{path}: not a training checkpoint (no model_state_dict)")
+    return ckpt
+
+
+def load_z(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """z_mu and z_logvar (None when absent) from a z.N.pkl."""
+    objs = load_pickles(path)
+    mu = np.asarray(objs[0], np.float32)
+    logvar = np.asarray(objs[1], np.float32) if len(objs) > 1 else None
+    return mu, logvar

@@ -1,0 +1,33 @@
+"""Progress events emitted by long jobs; the CLI prints them, napari workers forward them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Progress:
+    """One progress report.
+
+    kind: 'start', 'batch', 'epoch', 'checkpoint', 'cancelled', 'done' or 'error'.
+    """
+
+    kind: str
+    epoch: int = 0
+    n_epochs: int = 0
+    done: int = 0  # images processed in this epoch
+    total: int = 0  # images per epoch
+    loss: float = float("nan")
+    gen_loss: float = float("nan")
+    kld: float = float("nan")
+    images_per_s: float = 0.0
+    eta_s: float = 0.0
+    message: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float:
+        """Overall fraction of the run completed, 0..1."""
+        if not self.n_epochs or not self.total:
+            return 0.0
+        return min(1.0, ((self.epoch - 1) + self.done / self.total) / self.n_epochs)
