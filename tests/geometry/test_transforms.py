@@ -6,9 +6,9 @@ from napari_cryodrgn.geometry.transforms import (
     fft_center,
     ht2_center,
     ht3_center,
+    ifft_center,
     iht2_center,
     iht3_center,
-    ifft_center,
     symmetrize_ht,
 )
 

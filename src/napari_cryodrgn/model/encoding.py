@@ -38,7 +38,8 @@ class PositionalEncoding(nn.Module):
     def __init__(self, pe_type: str, D2: int, n: int | None = None, feat_sigma: float = 0.5):
         super().__init__()
         if pe_type not in PE_TYPES:
-            raise ValueError(f"unknown positional encoding {pe_type!r}; choose from {', '.join(PE_TYPES)}")
+            choices = ", ".join(PE_TYPES)
+            raise ValueError(f"unknown positional encoding {pe_type!r}; choose from {choices}")
         self.pe_type = pe_type
         self.D2 = D2
         self.n = D2 if n is None else n

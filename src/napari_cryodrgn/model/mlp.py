@@ -52,7 +52,8 @@ class MLP(nn.Module):
         first = self.main[0]
         lin = first.linear if isinstance(first, ResidLinear) else first
         if isinstance(first, ResidLinear):
-            return self.forward(torch.cat([feats, extra[:, None].expand(-1, feats.shape[1], -1)], -1))
+            rep = extra[:, None].expand(-1, feats.shape[1], -1)
+            return self.forward(torch.cat([feats, rep], -1))
         F = feats.shape[-1]
         w = lin.weight
         h = torch.nn.functional.linear(feats, w[:, :F])

@@ -47,7 +47,8 @@ class HetVAE(nn.Module):
         self.args = args
         self.zdim = args.zdim
         resid = args.encode_mode == "resid"
-        self.encoder = MLP(enc_in_dim, args.qlayers, args.qdim, 2 * args.zdim, args.activation, resid)
+        self.encoder = MLP(enc_in_dim, args.qlayers, args.qdim, 2 * args.zdim,
+                           args.activation, resid)
         self.decoder = CoordDecoder(
             D_lat, args.zdim, args.players, args.pdim, args.pe_type, args.pe_dim,
             args.feat_sigma, args.domain, args.activation, resid=True,

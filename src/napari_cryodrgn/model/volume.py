@@ -32,7 +32,8 @@ class VolumeDecoder:
         self.model = model.eval()
         self.D_lat = D_lat
         self.norm = (float(norm[0]), float(norm[1]))
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = (torch.device(device) if device is not None
+                       else next(model.parameters()).device)
         self.precision = precision
         self.chunk = chunk
         D = D_lat

@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..model.vae import ModelArgs
 from .checkpoint import epochs_in
 from .data import load_particle_data
-from .trainer import Trainer, TrainConfig
+from .trainer import TrainConfig, Trainer
 
 
 def check_outdir(outdir: Path, resume: bool, overwrite: bool) -> None:

@@ -27,7 +27,8 @@ class Preprocessor:
         self.invert = invert
         self.norm_std = float(norm_std)
         self.device = torch.device(device)
-        self.window = torch.tensor(window_mask(D_img, window_r), device=self.device) if window else None
+        self.window = (torch.tensor(window_mask(D_img, window_r), device=self.device)
+                       if window else None)
         lat = Lattice(D_img + 1, device=self.device)
         self.lattice = lat
         mask = lat.circular_mask()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError, TrainingDiverged
 from ..io.atomic import check_writable_dir
@@ -119,7 +117,6 @@ class Trainer:
             raise InputError("--zdim must be at least 1")
         self.beta = 1.0 / margs.zdim if cfg.beta is None else float(cfg.beta)
         torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed)
         D = data.D
         self.norm_std = cfg.dataset_args.get("norm_std") or estimate_norm_std(
             data.images, data.n, cfg.invert_data)
@@ -128,7 +125,7 @@ class Trainer:
         if margs.enc_mask == -2:
             margs.enc_mask = D // 2
         self.model = HetVAE(D + 1, self.prep.enc_in_dim, margs).to(self.device)
-        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.wd)
+        self.optim = _adam(self.model, cfg, self.device)
         self.scaler = (torch.amp.GradScaler("cuda") if self.precision == "fp16"
                        and self.device.type == "cuda" else None)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
@@ -136,7 +133,8 @@ class Trainer:
         if cfg.load:
             self._resume(cfg.load)
         self.rot = torch.as_tensor(data.rot, dtype=torch.float32)
-        self.trans = None if data.trans is None else torch.as_tensor(data.trans, dtype=torch.float32)
+        self.trans = (None if data.trans is None
+                      else torch.as_tensor(data.trans, dtype=torch.float32))
         self.ctf = None if data.ctf is None else torch.as_tensor(data.ctf, dtype=torch.float32)
 
     # -- control -------------------------------------------------------------------------
@@ -290,3 +288,12 @@ class Trainer:
         self._log(f"done in {total:.1f} s")
         yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
                        images_per_s=images_run / max(total, 1e-9), message=str(self.outdir))
+
+
+def _adam(model, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with the fused kernel where this torch build has it for the device."""
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.wd, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.wd)

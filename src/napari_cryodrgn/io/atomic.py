@@ -1,0 +1,62 @@
+"""Atomic file writes and output-folder checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from ..errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it and move it onto ``path``.
+
+    ``mode`` is "wb" or "w" (UTF-8 text). If the block raises, the temporary file is removed
+    and ``path`` is left as it was. Permissions follow the umask, as for a plain ``open``.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write supports modes 'wb' and 'w', not {mode!r}")
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as e:
+        raise InputError(f"Cannot write {path}: {e.strerror}; choose a writable folder.") from e
+    try:
+        kwargs = {"encoding": "utf-8"} if mode == "w" else {}
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create folder ``path`` if needed and check that files can be written in it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"Output folder {path} is an existing file; choose a folder name.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(
+            f"Cannot create output folder {path}: {e.strerror}; choose another location."
+        ) from e
+    probe = path / f".write_test.{secrets.token_hex(4)}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as e:
+        raise InputError(
+            f"Output folder {path} is not writable ({e.strerror}); choose another location."
+        ) from e
+    return path
