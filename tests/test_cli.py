@@ -1,0 +1,159 @@
+"""The command line: each user error prints one clear line and exits non-zero."""
+
+import pickle
+
+import mrcfile
+import numpy as np
+import pytest
+
+from napari_cryodrgn.cli import main
+from napari_cryodrgn.io.mrc import read_mrc
+from napari_cryodrgn.io.safepickle import load_pickle
+
+NET = ["--enc-dim", "32", "--enc-layers", "1", "--dec-dim", "32", "--dec-layers", "1",
+       "--precision", "fp32", "-q"]
+
+
+def train_args(ds, out, *extra, particles=None, poses=None, ctf=None):
+    return ["train", str(particles or ds["particles"]), "--poses", str(poses or ds["poses"]),
+            "--ctf", str(ctf or ds["ctf"]), "-o", str(out), "--zdim", "2", "-n", "1", *NET,
+            *extra]
+
+
+def fails(capsys, argv, *needles, code=2):
+    assert main([str(a) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli_run") / "run"
+    assert main(train_args(tiny_dataset, out)) == 0
+    return out
+
+
+def test_train_and_eval_vol(trained, tmp_path):
+    assert (trained / "weights.1.pkl").exists()
+    zfile = tmp_path / "z.txt"
+    np.savetxt(zfile, [[0.0, 0.0], [1.0, -1.0]])
+    assert main(["eval-vol", str(trained), "--zfile", str(zfile), "-o", str(tmp_path / "v")]) == 0
+    vol, apix = read_mrc(tmp_path / "v" / "vol_002.mrc")
+    assert vol.shape == (16, 16, 16) and apix == pytest.approx(3.0)
+    assert np.loadtxt(tmp_path / "v" / "z_values.txt").shape == (2, 2)
+    assert main(["eval-vol", str(trained), "-z", "0.5", "0.5", "-o", str(tmp_path / "one.mrc"),
+                 "--Apix", "2.5"]) == 0
+    with mrcfile.open(tmp_path / "one.mrc") as m:
+        assert float(m.voxel_size.x) == pytest.approx(2.5)
+
+
+def test_eval_vol_errors(trained, tmp_path, capsys):
+    fails(capsys, ["eval-vol", trained, "-z", "1", "2", "3", "-o", tmp_path / "x"], "zdim 2")
+    fails(capsys, ["eval-vol", trained, "--epoch", "7", "-z", "0", "0", "-o", tmp_path / "x"],
+          "no checkpoint for epoch 7")
+    fails(capsys, ["eval-vol", tmp_path, "-z", "0", "0", "-o", tmp_path / "x"], "config.yaml")
+
+
+def test_missing_particles(tiny_dataset, tmp_path, capsys):
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=tmp_path / "nope.mrcs"),
+          "nope.mrcs")
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_an_mrc(tiny_dataset, tmp_path, capsys):
+    bad = tmp_path / "bad.mrcs"
+    bad.write_bytes(b"hello world" * 200)
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=bad), "bad.mrcs")
+
+
+def test_truncated_stack(tiny_dataset, tmp_path, capsys):
+    data = (tmp_path / "t.mrcs")
+    raw = open(tiny_dataset["particles"], "rb").read()
+    data.write_bytes(raw[: len(raw) - 16 * 16 * 4 * 10])
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=data), "t.mrcs")
+
+
+def test_odd_and_non_square_boxes(tiny_dataset, tmp_path, capsys):
+    odd = tmp_path / "odd.mrcs"
+    with mrcfile.new(odd) as m:
+        m.set_data(np.zeros((120, 15, 15), np.float32))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=odd), "odd.mrcs")
+    rect = tmp_path / "rect.mrcs"
+    with mrcfile.new(rect) as m:
+        m.set_data(np.zeros((120, 16, 18), np.float32))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=rect), "rect.mrcs")
+
+
+def test_nan_pixels(tiny_dataset, tmp_path, capsys):
+    stack, _ = read_mrc(tiny_dataset["particles"])
+    stack[7, 3, 3] = np.nan
+    p = tmp_path / "nan.mrcs"
+    with mrcfile.new(p) as m:
+        m.set_data(stack)
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=p), "nan.mrcs")
+    assert not (tmp_path / "o" / "weights.1.pkl").exists()
+
+
+def test_pose_and_ctf_count_mismatch(tiny_dataset, tmp_path, capsys):
+    rot, trans = load_pickle(tiny_dataset["poses"])
+    p = tmp_path / "short_poses.pkl"
+    p.write_bytes(pickle.dumps((rot[:100], trans[:100])))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", poses=p), "short_poses.pkl")
+    ctf = load_pickle(tiny_dataset["ctf"])
+    c = tmp_path / "short_ctf.pkl"
+    c.write_bytes(pickle.dumps(ctf[:50]))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", ctf=c), "short_ctf.pkl")
+
+
+def test_pixel_translations_and_non_rotations(tiny_dataset, tmp_path, capsys):
+    rot, trans = load_pickle(tiny_dataset["poses"])
+    p = tmp_path / "pix.pkl"
+    p.write_bytes(pickle.dumps((rot, trans * 16 + 3)))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", poses=p), "pix.pkl", "pixel")
+    q = tmp_path / "scaled.pkl"
+    q.write_bytes(pickle.dumps((rot * 1.5, trans)))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", poses=q), "scaled.pkl", "rotation")
+
+
+def test_ctf_pixel_size_inconsistent(tiny_dataset, tmp_path, capsys):
+    ctf = load_pickle(tiny_dataset["ctf"]).copy()
+    ctf[:, 1] = 1.7  # the stack header says 3.0 A
+    c = tmp_path / "apix.pkl"
+    c.write_bytes(pickle.dumps(ctf))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", ctf=c), "apix.pkl", "pixel size")
+
+
+def test_star_missing_columns_and_stacks(tiny_dataset, tmp_path, capsys):
+    star = tmp_path / "cols.star"
+    star.write_text("data_particles\n\nloop_\n_rlnDefocusU #1\n1000\n2000\n")
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=star), "cols.star",
+          "_rlnImageName")
+    text = open(tiny_dataset["star"]).read().replace("particles.mrcs", "gone.mrcs")
+    moved = tmp_path / "moved.star"
+    moved.write_text(text)
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=moved), "gone.mrcs")
+
+
+def test_index_out_of_range(tiny_dataset, tmp_path, capsys):
+    ind = tmp_path / "ind.pkl"
+    ind.write_bytes(pickle.dumps(np.arange(100, 130)))
+    fails(capsys, train_args(tiny_dataset, tmp_path / "o", "--ind", ind), "ind.pkl")
+
+
+def test_unwritable_output(tiny_dataset, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    fails(capsys, train_args(tiny_dataset, blocker / "run"), "run")
+
+
+def test_existing_run_is_not_overwritten(trained, tiny_dataset, capsys):
+    before = (trained / "weights.1.pkl").read_bytes()
+    fails(capsys, train_args(tiny_dataset, trained), "already holds a training run")
+    assert (trained / "weights.1.pkl").read_bytes() == before
+
+
+def test_simulate_bad_box(tmp_path, capsys):
+    fails(capsys, ["simulate", tmp_path / "s", "-n", "10", "-D", "15"], "15")
