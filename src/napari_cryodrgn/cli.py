@@ -20,7 +20,8 @@ def _add_simulate(sub):
     p.add_argument("outdir", type=Path)
     p.add_argument("-n", type=int, default=10000, help="number of particles (default 10000)")
     p.add_argument("-D", type=int, default=64, help="box size in pixels, even (default 64)")
-    p.add_argument("--apix", type=float, default=3.0, help="pixel size in Angstrom (default 3.0)")
+    p.add_argument("--apix", type=float,
+                   help="pixel size in Angstrom (default 192 / D: a 192 A box, 3.0 A at D=64)")
     p.add_argument("--snr", type=float, default=0.1, help="signal-to-noise ratio (default 0.1)")
     p.add_argument("--junk", type=float, default=0.1, help="fraction of junk particles (0.1)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,6 +46,9 @@ def _add_train(sub):
     p.add_argument("--dec-layers", dest="players", type=int, default=3)
     p.add_argument("--encode-mode", choices=["resid", "mlp"], default="resid")
     p.add_argument("--enc-mask", type=int, help="encoder mask radius (default D/2; -1 none)")
+    p.add_argument("--enc-input", choices=["image", "residual"], default="image",
+                   help="encoder input: the image (cryoDRGN) or its difference from the "
+                   "model's projection at z = 0")
     p.add_argument("--pe-type", default="gaussian",
                    choices=["gaussian", "geom_lowf", "geom_ft", "geom_full", "geom_nohighf",
                             "linear_lowf"])
@@ -129,7 +133,8 @@ def cmd_simulate(args) -> int:
 
     from .simulate.dataset import SimConfig, write_dataset
 
-    cfg = SimConfig(n=args.n, D=args.D, apix=args.apix, snr=args.snr, junk=args.junk,
+    apix = args.apix if args.apix is not None else 192.0 / args.D
+    cfg = SimConfig(n=args.n, D=args.D, apix=apix, snr=args.snr, junk=args.junk,
                     seed=args.seed)
     bar = tqdm(total=args.n, unit="img", desc="simulate")
 

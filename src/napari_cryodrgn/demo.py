@@ -31,7 +31,8 @@ def run_demo(outdir, n: int = 3000, D: int = 32, epochs: int = 8, zdim: int = 8,
         log(f"using the simulated dataset already in {data_dir}")
     else:
         log(f"simulating {n} particles (D={D}, SNR 0.1, 10% junk) into {data_dir}")
-        write_dataset(data_dir, SimConfig(n=n, D=D, snr=0.1, junk=0.1, seed=seed))
+        write_dataset(data_dir, SimConfig(n=n, D=D, apix=192.0 / D, snr=0.1, junk=0.1,
+                                          seed=seed))
     trainer = make_trainer(data_dir / "particles.mrcs", data_dir / "poses.pkl", run_dir, zdim,
                            ctf=data_dir / "ctf.pkl", num_epochs=epochs, seed=seed,
                            overwrite=overwrite, **DEMO_NET)

@@ -95,3 +95,33 @@ def test_bf16_volume_close_to_fp32():
     a = VolumeDecoder(m, 17)(z)
     b = VolumeDecoder(m, 17, precision="bf16")(z)
     assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.999
+
+
+def test_cached_and_uncached_decoding_agree():
+    m = small().eval()
+    z = np.array([0.2, 0.1, -0.3], np.float32)
+    a = VolumeDecoder(m, 17, chunk=300)
+    b = VolumeDecoder(m, 17, chunk=300, cache_mb=0)
+    assert a._cache_ok and not b._cache_ok
+    va, vb = a(z), b(z)
+    a(np.zeros(3, np.float32))  # the cache survives a second point
+    np.testing.assert_allclose(a(z), va, atol=1e-6)
+    np.testing.assert_allclose(va, vb, atol=1e-5)
+
+
+def test_leaky_relu_and_residual_first_layer_decode():
+    torch.manual_seed(1)
+    args = ModelArgs(zdim=2, qlayers=1, qdim=16, players=1, pdim=50, pe_type="geom_lowf",
+                     activation="leaky_relu")
+    m = HetVAE(17, 20, args).eval()  # 48 features + z = 50 = pdim: residual first layer
+    vd = VolumeDecoder(m, 17)
+    assert not vd.split
+    z = np.array([0.5, -0.5], np.float32)
+    ht = vd.hartley_volume(z).numpy()
+    ax = np.linspace(-0.5, 0.5, 17, dtype=np.float32)
+    zz, yy, xx = np.meshgrid(ax, ax, ax, indexing="ij")
+    coords = torch.tensor(np.stack([xx, yy, zz], -1).reshape(1, -1, 3))
+    with torch.no_grad():
+        direct = m.decoder.hartley(coords, torch.tensor(z)[None])[0].numpy().reshape(17, 17, 17)
+    sel = ((xx**2 + yy**2 + zz**2) <= 0.25) & (np.abs(zz) > 1e-6)
+    np.testing.assert_allclose(ht[sel], direct[sel], rtol=1e-4, atol=1e-5)

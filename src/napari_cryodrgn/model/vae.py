@@ -27,6 +27,7 @@ class ModelArgs:
     pe_dim: int | None = None
     domain: str = "fourier"
     activation: str = "relu"
+    enc_input: str = "image"  # "image" (cryoDRGN) or "residual": image minus the map at z = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +43,8 @@ class HetVAE(nn.Module):
 
     def __init__(self, D_lat: int, enc_in_dim: int, args: ModelArgs):
         super().__init__()
+        if args.enc_input not in ("image", "residual"):
+            raise ValueError(f"enc_input {args.enc_input!r} is not supported (image or residual)")
         if args.encode_mode not in ("resid", "mlp"):
             raise ValueError(f"encode_mode {args.encode_mode!r} is not supported (resid or mlp)")
         self.args = args

@@ -64,7 +64,7 @@ def train_from_args(args) -> int:
         precision=args.precision, load=args.load, qdim=args.qdim, qlayers=args.qlayers,
         pdim=args.pdim, players=args.players, encode_mode=args.encode_mode, enc_mask=enc_mask,
         pe_type=args.pe_type, pe_dim=args.pe_dim, feat_sigma=args.feat_sigma,
-        domain=args.domain, activation=args.activation,
+        domain=args.domain, activation=args.activation, enc_input=args.enc_input,
     )
     bar = None
     for ev in trainer.run():

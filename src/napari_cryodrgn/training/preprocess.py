@@ -48,6 +48,10 @@ class Preprocessor:
             enc_mask[lat.center] = False
         self.enc_flat = torch.nonzero(enc_mask).squeeze(1)
         self.enc_in_dim = len(self.enc_flat)
+        pos = torch.full((lat.D * lat.D,), -1, dtype=torch.long, device=self.device)
+        pos[self.order] = torch.arange(self.n, device=self.device)
+        # where each encoder point sits in ``order`` (-1: outside the loss mask)
+        self.enc_pos = pos[self.enc_flat]
 
     def hartley(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, D, D) raw images -> (B, (D+1)^2) windowed, inverted, normalised Hartley images."""

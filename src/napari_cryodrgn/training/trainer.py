@@ -76,15 +76,36 @@ def pick_precision(device: torch.device, name: str = "auto") -> str:
     return "fp32"
 
 
+def encoder_input(model: HetVAE, prep: Preprocessor, y, c, enc, coords):
+    """The encoder's input: the phase-flipped image, or with ``enc_input='residual'`` the
+    phase-flipped difference between the image and the model's projection at z = 0.
+
+    Subtracting the pose-dependent projection of the mean map leaves the encoder the part of
+    the image that differs between particles, which it learns to read much sooner.
+    """
+    if model.args.enc_input != "residual":
+        return enc
+    with torch.no_grad():
+        z0 = torch.zeros(y.shape[0], model.zdim, device=y.device)
+        h, hm = model.decoder.hartley_pair(coords, z0)
+        ref = torch.cat([h, hm], 1).float()
+        if c is not None:
+            ref = ref * c
+        r = y - ref
+        if c is not None:
+            r = r * torch.sign(c)
+        return r[:, prep.enc_pos].to(enc.dtype)
+
+
 def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None):
     """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per)."""
-    mu, logvar = model.encode(enc)
+    coords = prep.coords_half.to(rot.dtype) @ rot  # (B, Nh, 3)
+    mu, logvar = model.encode(encoder_input(model, prep, y, c, enc, coords))
     if model.training:
         eps = torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
         z = mu + eps * torch.exp(0.5 * logvar)
     else:
         z = mu
-    coords = prep.coords_half.to(rot.dtype) @ rot  # (B, Nh, 3)
     h, hm = model.decoder.hartley_pair(coords, z)
     recon = torch.cat([h, hm], 1).float()
     if c is not None:
@@ -124,6 +145,9 @@ class Trainer:
                                  enc_radius=margs.enc_mask, device=self.device)
         if margs.enc_mask == -2:
             margs.enc_mask = D // 2
+        if margs.enc_input == "residual" and bool((self.prep.enc_pos < 0).any()):
+            raise InputError("--enc-input residual needs an encoder mask inside the loss mask "
+                             f"(--enc-mask <= {D // 2})")
         self.model = HetVAE(D + 1, self.prep.enc_in_dim, margs).to(self.device)
         self.optim = _adam(self.model, cfg, self.device)
         self.scaler = (torch.amp.GradScaler("cuda") if self.precision == "fp16"
@@ -182,9 +206,10 @@ class Trainer:
         bs = self.cfg.eval_batch_size
         for s in range(0, self.data.n, bs):
             rows = np.arange(s, min(s + bs, self.data.n))
-            _, _, enc, _ = self._batch_tensors(rows)
+            y, c, enc, rot = self._batch_tensors(rows)
             with autocast_context(self.device, self.precision):
-                mu, lv = self.model.encode(enc)
+                coords = self.prep.coords_half @ rot
+                mu, lv = self.model.encode(encoder_input(self.model, self.prep, y, c, enc, coords))
             mus.append(mu.float().cpu().numpy())
             lvs.append(lv.float().cpu().numpy())
         self.model.train()

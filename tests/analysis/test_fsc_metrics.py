@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from napari_cryodrgn.analysis.fsc import fsc, fsc_auc, resolution_at
+from napari_cryodrgn.analysis.metrics import conformation_r2, junk_auc, state_accuracy
+
+
+def _blob(D, c, s=2.0):
+    ax = np.arange(D) - D // 2
+    zz, yy, xx = np.meshgrid(ax, ax, ax, indexing="ij")
+    return np.exp(-((xx - c[0]) ** 2 + (yy - c[1]) ** 2 + (zz - c[2]) ** 2) / (2 * s * s))
+
+
+def test_fsc_identical_and_independent():
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(32, 32, 32))
+    f, c = fsc(v, v)
+    assert f[1] == pytest.approx(1 / 32) and np.allclose(c, 1)
+    assert fsc_auc(v, v) == pytest.approx(14 / 32)  # shells 1 .. 15 on the k/D axis
+    w = rng.normal(size=(32, 32, 32))
+    assert abs(fsc_auc(v, w)) < 0.05
+
+
+def test_fsc_prefers_the_closer_map():
+    a, b, far = _blob(32, (0, 0, 0)), _blob(32, (0.5, 0, 0)), _blob(32, (6, 0, 0))
+    assert fsc_auc(a, b) > fsc_auc(a, far)
+    assert resolution_at(a, a, 2.0) == pytest.approx(4.0)
+
+
+def test_latent_metrics_on_synthetic_latents():
+    rng = np.random.default_rng(1)
+    n = 600
+    conf = rng.uniform(size=n)
+    state = rng.integers(0, 2, n)
+    junk = rng.uniform(size=n) < 0.1
+    z = np.stack([conf + 0.05 * rng.normal(size=n), state + 0.1 * rng.normal(size=n),
+                  junk * 3.0 + 0.1 * rng.normal(size=n)], 1)
+    conf = np.where(junk, np.nan, conf)
+    state = np.where(junk, -1, state)
+    assert conformation_r2(z, conf) > 0.9
+    assert state_accuracy(z, state) > 0.95
+    assert junk_auc(z, junk) > 0.98
+    noise = rng.normal(size=(n, 3))
+    assert conformation_r2(noise, conf) < 0.1
+    assert state_accuracy(noise, state) < 0.65
