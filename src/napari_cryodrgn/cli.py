@@ -49,6 +49,9 @@ def _add_train(sub):
     p.add_argument("--enc-input", choices=["image", "residual"], default="image",
                    help="encoder input: the image (cryoDRGN) or its difference from the "
                    "model's projection at z = 0")
+    p.add_argument("--refine-steps", type=int, default=0,
+                   help="per-batch gradient steps on each latent through the decoder")
+    p.add_argument("--refine-step", type=float, default=0.5, help="latent step length")
     p.add_argument("--pe-type", default="gaussian",
                    choices=["gaussian", "geom_lowf", "geom_ft", "geom_full", "geom_nohighf",
                             "linear_lowf"])

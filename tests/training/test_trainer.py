@@ -116,3 +116,11 @@ def test_loss_decreases_on_clean_data(tiny_dataset, tmp_path):
     events = _drain(_trainer(tiny_dataset, tmp_path / "r", num_epochs=4, lr=1e-3))
     losses = [e.gen_loss for e in events if e.kind == "epoch"]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("kw", [{"lr": "1e-3"}, {"num_epochs": 0}, {"batch_size": 2.5},
+                                {"wd": -1.0}, {"lr": 0.0}])
+def test_bad_settings_are_refused_clearly(tiny_dataset, tmp_path, kw):
+    with pytest.raises(InputError, match="is invalid"):
+        _trainer(tiny_dataset, tmp_path / "r", **kw)
+    assert not (tmp_path / "r").exists()

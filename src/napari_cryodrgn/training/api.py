@@ -31,6 +31,7 @@ def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadi
     (qdim, qlayers, pdim, players, pe_type, domain, ...).
     """
     outdir = Path(outdir)
+    _check_settings(zdim, kwargs)
     check_outdir(outdir, bool(kwargs.get("load")), overwrite)
     margs_fields = ModelArgs.__dataclass_fields__.keys()
     margs = ModelArgs(zdim=zdim, **{k: v for k, v in kwargs.items()
@@ -44,6 +45,34 @@ def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadi
     }
     cfg = TrainConfig(outdir=str(outdir), model=margs, dataset_args=ds, **tkw)
     return Trainer(data, cfg)
+
+
+_POSITIVE_INT = ("num_epochs", "batch_size", "qdim", "pdim", "checkpoint", "eval_batch_size")
+_NONNEG_INT = ("qlayers", "players", "refine_steps")
+_NONNEG_FLOAT = ("lr", "wd", "beta", "feat_sigma", "refine_step")
+
+
+def _check_settings(zdim, kw: dict) -> None:
+    """Clear errors for settings of the wrong type or range (GUI and library callers)."""
+    def bad(name, val, what):
+        raise InputError(f"setting {name}={val!r} is invalid: expected {what}")
+
+    if not isinstance(zdim, int) or isinstance(zdim, bool) or zdim < 1:
+        bad("zdim", zdim, "a positive integer")
+    for k in _POSITIVE_INT + _NONNEG_INT:
+        v = kw.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k in _POSITIVE_INT else 0):
+            bad(k, v, "a positive integer" if k in _POSITIVE_INT else "an integer >= 0")
+    for k in _NONNEG_FLOAT:
+        v = kw.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
+            bad(k, v, "a number >= 0")
+    if kw.get("lr") is not None and kw["lr"] <= 0:
+        bad("lr", kw["lr"], "a number > 0")
 
 
 def _abs(p):
@@ -65,6 +94,7 @@ def train_from_args(args) -> int:
         pdim=args.pdim, players=args.players, encode_mode=args.encode_mode, enc_mask=enc_mask,
         pe_type=args.pe_type, pe_dim=args.pe_dim, feat_sigma=args.feat_sigma,
         domain=args.domain, activation=args.activation, enc_input=args.enc_input,
+        refine_steps=args.refine_steps, refine_step=args.refine_step,
     )
     bar = None
     for ev in trainer.run():

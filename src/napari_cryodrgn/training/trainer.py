@@ -43,6 +43,8 @@ class TrainConfig:
     load: str | None = None  # a weights file or "latest"
     model: ModelArgs = field(default_factory=ModelArgs)
     dataset_args: dict = field(default_factory=dict)  # paths recorded in config.yaml
+    refine_steps: int = 0  # gradient steps on z per batch (semi-amortized inference)
+    refine_step: float = 0.5
     log_interval_s: float = 0.5
     eval_batch_size: int = 256
 
@@ -97,7 +99,28 @@ def encoder_input(model: HetVAE, prep: Preprocessor, y, c, enc, coords):
         return r[:, prep.enc_pos].to(enc.dtype)
 
 
-def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None):
+def refine_latent(model: HetVAE, prep: Preprocessor, y, c, coords, z, steps: int,
+                  step: float) -> torch.Tensor:
+    """Move each latent ``steps`` times by ``step`` (latent units) down the gradient of its own
+    image's reconstruction error. The decoder knows the particle's pose, so this direction is
+    pose-aware information the encoder (which sees only the image) lacks early in training."""
+    zr = z.detach()
+    for _ in range(steps):
+        zr = zr.clone().requires_grad_(True)
+        with torch.enable_grad():
+            h, hm = model.decoder.hartley_pair(coords.detach(), zr)
+            rec = torch.cat([h, hm], 1).float()
+            if c is not None:
+                rec = rec * c
+            err = (rec - y).pow(2).sum()
+            (g,) = torch.autograd.grad(err, zr)
+        g = g.float()
+        zr = (zr - step * g / (g.norm(dim=1, keepdim=True) + 1e-12)).detach().to(z.dtype)
+    return z + (zr - z).detach()
+
+
+def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None,
+             refine_steps: int = 0, refine_step: float = 0.5):
     """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per)."""
     coords = prep.coords_half.to(rot.dtype) @ rot  # (B, Nh, 3)
     mu, logvar = model.encode(encoder_input(model, prep, y, c, enc, coords))
@@ -106,6 +129,8 @@ def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen
         z = mu + eps * torch.exp(0.5 * logvar)
     else:
         z = mu
+    if refine_steps and model.training:
+        z = refine_latent(model, prep, y, c, coords, z, refine_steps, refine_step)
     h, hm = model.decoder.hartley_pair(coords, z)
     recon = torch.cat([h, hm], 1).float()
     if c is not None:
@@ -265,8 +290,9 @@ class Trainer:
                 rows = order[s : s + bs]
                 y, c, enc, rot = self._batch_tensors(rows)
                 with autocast_context(self.device, self.precision):
-                    loss, gen_loss, kld, *_ = vae_loss(self.model, self.prep, y, c, enc, rot,
-                                                       self.beta, self.gen)
+                    loss, gen_loss, kld, *_ = vae_loss(
+                        self.model, self.prep, y, c, enc, rot, self.beta, self.gen,
+                        cfg.refine_steps, cfg.refine_step)
                 if not torch.isfinite(loss):
                     msg = (f"loss became {loss.item()} at epoch {epoch}, batch {s // bs + 1}; "
                            f"training stopped and the last good checkpoint was kept "
