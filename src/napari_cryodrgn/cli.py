@@ -37,7 +37,7 @@ def _add_train(sub):
     p.add_argument("--zdim", type=int, required=True, help="latent dimension (8 is typical)")
     p.add_argument("-n", "--num-epochs", type=int, default=20)
     p.add_argument("-b", "--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--wd", type=float, default=0.0, help="weight decay")
     p.add_argument("--beta", type=float, help="KL weight (default 1/zdim)")
     p.add_argument("--enc-dim", dest="qdim", type=int, default=1024)
@@ -49,6 +49,9 @@ def _add_train(sub):
     p.add_argument("--enc-input", choices=["image", "residual"], default="image",
                    help="encoder input: the image (cryoDRGN) or its difference from the "
                    "model's projection at z = 0")
+    p.add_argument("--no-enc-inplane", dest="enc_inplane", action="store_false",
+                   help="feed the encoder images as they are (cryoDRGN) instead of turned to a "
+                   "canonical in-plane angle using the known pose")
     p.add_argument("--refine-steps", type=int, default=0,
                    help="per-batch gradient steps on each latent through the decoder")
     p.add_argument("--refine-step", type=float, default=0.5, help="latent step length")

@@ -28,6 +28,7 @@ class ModelArgs:
     domain: str = "fourier"
     activation: str = "relu"
     enc_input: str = "image"  # "image" (cryoDRGN) or "residual": image minus the map at z = 0
+    enc_inplane: bool = False  # encoder sees each image turned to a canonical in-plane angle
 
     def to_dict(self) -> dict:
         return asdict(self)

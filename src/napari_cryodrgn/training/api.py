@@ -34,8 +34,8 @@ def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadi
     _check_settings(zdim, kwargs)
     check_outdir(outdir, bool(kwargs.get("load")), overwrite)
     margs_fields = ModelArgs.__dataclass_fields__.keys()
-    margs = ModelArgs(zdim=zdim, **{k: v for k, v in kwargs.items()
-                                     if k in margs_fields and v is not None})
+    margs = ModelArgs(zdim=zdim, **{"enc_inplane": True, **{
+        k: v for k, v in kwargs.items() if k in margs_fields and v is not None}})
     cfg_fields = TrainConfig.__dataclass_fields__.keys()
     tkw = {k: v for k, v in kwargs.items() if k in cfg_fields and k not in margs_fields}
     data = load_particle_data(particles, poses, ctf=ctf, ind=ind, datadir=datadir, apix=apix)
@@ -94,7 +94,7 @@ def train_from_args(args) -> int:
         pdim=args.pdim, players=args.players, encode_mode=args.encode_mode, enc_mask=enc_mask,
         pe_type=args.pe_type, pe_dim=args.pe_dim, feat_sigma=args.feat_sigma,
         domain=args.domain, activation=args.activation, enc_input=args.enc_input,
-        refine_steps=args.refine_steps, refine_step=args.refine_step,
+        enc_inplane=args.enc_inplane, refine_steps=args.refine_steps, refine_step=args.refine_step,
     )
     bar = None
     for ev in trainer.run():

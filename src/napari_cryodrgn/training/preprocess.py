@@ -63,10 +63,11 @@ class Preprocessor:
         h = symmetrize_ht(ht2_center(x))
         return h.reshape(h.shape[0], -1) / self.norm_std
 
-    def batch(self, imgs, trans=None, ctf_rows=None):
+    def batch(self, imgs, trans=None, ctf_rows=None, inplane=None):
         """Preprocess a batch.
 
         imgs: (B, D, D); trans: (B, 2) fractions of the box or None; ctf_rows: (B, 9) or None.
+        inplane: (B,) angles to rotate the encoder's copy of the image by, or None.
         Returns (y (B, N) centred Hartley values at ``self.order``, ctf (B, N) or None,
         enc (B, enc_in_dim) encoder input, phase-flipped by the CTF sign).
         """
@@ -86,8 +87,33 @@ class Preprocessor:
             c_full = ctf_for_params(self.lattice.freqs2d, p)
             c = c_full[:, self.order]
             full = full * torch.sign(c_full)
+        if inplane is not None:
+            full = rotate_lattice_images(full, inplane.to(full), self.lattice.D)
         enc = full[:, self.enc_flat]
         return y, c, enc
+
+
+def inplane_angles(rot: torch.Tensor) -> torch.Tensor:
+    """In-plane angle per pose that turns each image to a canonical in-plane orientation.
+
+    Rotating lattice coordinates k by ``a`` (k -> k Q) changes the pose to ``Q R``; ``a`` is
+    chosen so that the first row of ``Q R`` has no z component, i.e. the image's x axis lies
+    in the map's xy plane. That removes in-plane rotation as a nuisance for the encoder.
+    """
+    return torch.atan2(-rot[:, 0, 2], rot[:, 1, 2])
+
+
+def rotate_lattice_images(img: torch.Tensor, angles: torch.Tensor, D: int) -> torch.Tensor:
+    """Resample (B, D*D) lattice images at coordinates rotated by ``angles`` (bilinear)."""
+    B = img.shape[0]
+    c, s = torch.cos(angles), torch.sin(angles)
+    theta = torch.zeros(B, 2, 3, device=img.device, dtype=img.dtype)
+    theta[:, 0, 0], theta[:, 0, 1] = c, -s
+    theta[:, 1, 0], theta[:, 1, 1] = s, c
+    grid = torch.nn.functional.affine_grid(theta, (B, 1, D, D), align_corners=True)
+    out = torch.nn.functional.grid_sample(img.view(B, 1, D, D), grid, mode="bilinear",
+                                          padding_mode="zeros", align_corners=True)
+    return out.view(B, D * D)
 
 
 def estimate_norm_std(images_fn, n_total: int, invert: bool, n_sample: int = 1000) -> float:

@@ -18,7 +18,7 @@ from .checkpoint import finalize, latest_checkpoint, load_weights, save_checkpoi
 from .config import save_config
 from .data import ParticleData
 from .events import Progress
-from .preprocess import Preprocessor, estimate_norm_std
+from .preprocess import Preprocessor, estimate_norm_std, inplane_angles
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class TrainConfig:
     outdir: str
     num_epochs: int = 20
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = 1e-3
     wd: float = 0.0
     beta: float | None = None  # None: 1 / zdim
     seed: int = 0
@@ -215,8 +215,10 @@ class Trainer:
         r = torch.from_numpy(rows)
         trans = None if self.trans is None else self.trans[r]
         ctf = None if self.ctf is None else self.ctf[r]
-        y, c, enc = self.prep.batch(imgs, trans, ctf)
-        return y, c, enc, self.rot[r].to(self.device)
+        rot = self.rot[r].to(self.device)
+        ang = inplane_angles(rot) if self.cfg.model.enc_inplane else None
+        y, c, enc = self.prep.batch(imgs, trans, ctf, ang)
+        return y, c, enc, rot
 
     def _order(self, epoch: int) -> np.ndarray:
         """Shuffle order for an epoch: a function of seed and epoch, so resume is exact."""
