@@ -1,8 +1,9 @@
 """End to end on simulated data: training recovers the known heterogeneity.
 
 Dataset (stated budget): 8000 particles, D=32 (192 A box, 6 A pixels), SNR 3, CTF with 1-3 um
-defocus, 10% junk, seed 4; network 128 x 2 for encoder and decoder, zdim 8, batch 8, lr 1e-3 (in-plane canonical encoder input),
-12 epochs: about 2.5 minutes on 2 CPU cores.
+defocus, 10% junk, seed 4; network 128 x 2 for encoder and decoder, zdim 8, batch 8, lr 1e-3,
+encoder input turned to a canonical in-plane angle (the default), 12 epochs: about 2.5 minutes
+on 2 CPU cores.
 """
 
 import pytest
