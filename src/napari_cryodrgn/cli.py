@@ -175,8 +175,8 @@ def cmd_eval_vol(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    return run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs,
-                    overwrite=args.overwrite)
+    run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs, overwrite=args.overwrite)
+    return 0
 
 
 if __name__ == "__main__":
