@@ -28,6 +28,22 @@ NOT_INSTALLED = "not installed"
 
 
 # -- locating cryoDRGN -----------------------------------------------------------------------
+def add_network_args(p, epochs: int) -> None:
+    """The training settings both tools share (same network, batch, seed, device, threads)."""
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--zdim", type=int, default=8)
+    p.add_argument("--qdim", type=int, default=256)
+    p.add_argument("--qlayers", type=int, default=3)
+    p.add_argument("--pdim", type=int, default=256)
+    p.add_argument("--players", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda: both tools use it "
+                   "(cpu hides GPUs from cryoDRGN too)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for both tools (default: torch's own choice)")
+
+
 def find_cryodrgn() -> str | None:
     """Path of the ``cryodrgn`` executable: $CRYODRGN_BIN, else the default venv, else None."""
     env = os.environ.get("CRYODRGN_BIN")

@@ -32,6 +32,7 @@ from _common import (  # noqa: E402
     NOT_INSTALLED,
     RESULTS,
     WORK,
+    add_network_args,
     find_cryodrgn,
     machine_info,
     parse_cryodrgn_log,
@@ -61,17 +62,7 @@ def parse_args(argv=None):
     g.add_argument("--junk", type=float, default=0.1, help="junk fraction")
     g.add_argument("--sim-seed", type=int, default=0)
     g = p.add_argument_group("training, shared by both tools")
-    g.add_argument("--epochs", type=int, default=12)
-    g.add_argument("--zdim", type=int, default=8)
-    g.add_argument("--qdim", type=int, default=256)
-    g.add_argument("--qlayers", type=int, default=3)
-    g.add_argument("--pdim", type=int, default=256)
-    g.add_argument("--players", type=int, default=3)
-    g.add_argument("--batch", type=int, default=16)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda (cpu hides GPUs from "
-                   "cryoDRGN too)")
-    g.add_argument("--threads", type=int, default=None, help="torch threads for both tools")
+    add_network_args(g, epochs=12)
     g = p.add_argument_group("our non-default settings (cryoDRGN keeps its defaults)")
     g.add_argument("--our-lr", type=float, default=None)
     g.add_argument("--our-batch", type=int, default=None)

@@ -25,6 +25,7 @@ from _common import (  # noqa: E402
     NOT_INSTALLED,
     RESULTS,
     WORK,
+    add_network_args,
     find_cryodrgn,
     machine_info,
     median_time,
@@ -46,19 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--n64", type=int, default=1000, help="particles at D=64")
     p.add_argument("--n128", type=int, default=300, help="particles at D=128")
     p.add_argument("-n", type=int, default=None, help="particles for any other D (default 300)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--zdim", type=int, default=8)
-    p.add_argument("--qdim", type=int, default=256)
-    p.add_argument("--qlayers", type=int, default=3)
-    p.add_argument("--pdim", type=int, default=256)
-    p.add_argument("--players", type=int, default=3)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
+    add_network_args(p, epochs=1)
     p.add_argument("--precision", default="auto", help="our training precision (auto: bf16 "
                    "where the CPU/GPU supports it)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda: both tools use it")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads for both tools (default: torch's own choice)")
     p.add_argument("--decode-repeats", type=int, default=10)
     p.add_argument("--eval-k", type=int, default=6,
                    help="maps in the cryoDRGN --zfile run that times decoding apart from start-up")
