@@ -100,9 +100,10 @@ def _add_eval_vol(sub):
 def _add_demo(sub):
     p = sub.add_parser("demo", help="simulate a dataset, train on it and score the result")
     p.add_argument("outdir", type=Path, nargs="?", default=Path("demo_run"))
-    p.add_argument("-n", type=int, default=3000)
+    p.add_argument("-n", type=int, default=8000)
     p.add_argument("-D", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--snr", type=float, default=3.0)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -175,7 +176,8 @@ def cmd_eval_vol(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs, overwrite=args.overwrite)
+    run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs, snr=args.snr,
+             overwrite=args.overwrite)
     return 0
 
 

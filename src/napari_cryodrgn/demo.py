@@ -14,11 +14,11 @@ from .simulate.dataset import SimConfig, write_dataset
 from .training.api import make_trainer
 from .training.checkpoint import load_z
 
-DEMO_NET = dict(qdim=256, qlayers=3, pdim=256, players=3)
+DEMO_NET = dict(qdim=128, qlayers=2, pdim=128, players=2, batch_size=8, lr=1e-3)
 
 
-def run_demo(outdir, n: int = 3000, D: int = 32, epochs: int = 8, zdim: int = 8,
-             overwrite: bool = False, seed: int = 0, log=print) -> dict:
+def run_demo(outdir, n: int = 8000, D: int = 32, epochs: int = 12, zdim: int = 8,
+             snr: float = 3.0, overwrite: bool = False, seed: int = 4, log=print) -> dict:
     """Simulate ``n`` particles, train ``epochs`` epochs, decode maps and score them.
 
     Writes ``outdir/data`` (the simulation), ``outdir/train`` (the run, cryoDRGN layout),
@@ -30,11 +30,11 @@ def run_demo(outdir, n: int = 3000, D: int = 32, epochs: int = 8, zdim: int = 8,
     if (data_dir / "labels.pkl").exists() and not overwrite:
         log(f"using the simulated dataset already in {data_dir}")
     else:
-        log(f"simulating {n} particles (D={D}, SNR 0.1, 10% junk) into {data_dir}")
-        write_dataset(data_dir, SimConfig(n=n, D=D, apix=192.0 / D, snr=0.1, junk=0.1,
+        log(f"simulating {n} particles (D={D}, SNR {snr:g}, 10% junk) into {data_dir}")
+        write_dataset(data_dir, SimConfig(n=n, D=D, apix=192.0 / D, snr=snr, junk=0.1,
                                           seed=seed))
     trainer = make_trainer(data_dir / "particles.mrcs", data_dir / "poses.pkl", run_dir, zdim,
-                           ctf=data_dir / "ctf.pkl", num_epochs=epochs, seed=seed,
+                           ctf=data_dir / "ctf.pkl", num_epochs=epochs, seed=0,
                            overwrite=overwrite, **DEMO_NET)
     for ev in trainer.run():
         if ev.kind == "start":
