@@ -45,8 +45,6 @@ class Lattice:
         mirror = self.D * self.D - 1 - half
         return half, mirror
 
-    def to(self, device) -> Lattice:
-        return Lattice(self.D, self.extent, device)
 
 
 def translate_ht(img: torch.Tensor, img_flip: torch.Tensor, k: torch.Tensor, t: torch.Tensor):

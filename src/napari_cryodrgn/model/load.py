@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from ..errors import InputError
 from ..geometry.lattice import Lattice
 from ..training.checkpoint import load_weights, resolve_weights
@@ -71,14 +69,3 @@ def load_run(workdir, epoch: int | None = None, device="cpu") -> LoadedRun:
     norm = cfg["dataset_args"].get("norm", [0.0, 1.0])
     return LoadedRun(model, cfg, D_lat, (float(norm[0]), float(norm[1])), ep, weights)
 
-
-def apix_of(cfg: dict) -> float | None:
-    """Pixel size recorded for a run (our train_args.apix), else None."""
-    ta = cfg.get("train_args") or {}
-    ds = cfg.get("dataset_args") or {}
-    val = ds.get("apix") or ta.get("apix")
-    return float(val) if val else None
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -107,13 +107,10 @@ class VolumeDecoder:
             x = self._features(c)
             if zt is not None:
                 x = torch.cat([x, zt.to(self.dtype).expand(len(c), -1)], 1)
-            return self._tail_from_input(x)
+            return self._tail(self.layers[0](x))
         zterm = self.b if zt is None else self.b + zt[0] @ self.w_z.T
         h = self._first_pe(s, e) + zterm.to(self.dtype)
         return self._tail(h)
-
-    def _tail_from_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self._tail(self.layers[0](x))
 
     @torch.inference_mode()
     def hartley_volume(self, z) -> torch.Tensor:
