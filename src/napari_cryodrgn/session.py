@@ -1,0 +1,771 @@
+"""One explored run: latents, 2D views, colourings, selection, paths and maps, with events.
+
+Qt-free: the napari docks share one :class:`Session` and react to its events; the same object
+serves scripts and notebooks.
+
+API
+---
+Opening and run facts::
+
+    s = Session.open(workdir, epoch=None)   # InputError on a bad folder, epoch or weights
+    s.workdir, s.epoch, s.epochs            # epoch None = the final z.pkl; epochs with latents
+    s.z (N, zdim) float32 z_mu, s.z_logvar, s.n, s.zdim, s.D (image box), s.apix (or None),
+    s.config, s.particle_ind (original-stack index of each row: the run's --ind, else 0..N-1)
+    s.set_epoch(epoch)                      # reloads z; emits "epoch", then "embedding",
+                                            # "colouring" and "paths" (paths are cleared)
+
+Views ("spaces"): ``"pca"`` (= ``"pca:0,1"``; ``"pca:i,j"`` any two PCs, 0-based),
+``"umap"``, ``"z:i,j"`` (two latent dimensions, 0-based)::
+
+    s.space = "umap"                        # the current view; emits "embedding"
+    s.spaces()                              # names to offer (every "z:i,j" is accepted)
+    s.embedding(space=None) -> (N, 2) float32     # cached; UMAP computed lazily (see below)
+    s.axis_labels(space=None) -> (str, str)
+    s.pca -> PCAFit (mean, components, explained_variance_ratio, transform, inverse)
+    s.latent_at(space, xy, snap=False) -> (z (zdim,), particle index or None)
+        # PCA: exact inverse (the other PCs at the mean); UMAP and z:i,j: the nearest
+        # particle's z and index (snap=True does that for PCA too)
+    s.nearest(space, xy, max_dist=None) -> particle index (-1: none within max_dist)
+    s.project(z, space=None, indices=None) -> (M, 2)   # latent points drawn on a view
+    s.path_xy(name, space=None) -> (M, 2)
+
+UMAP is read from ``WORKDIR/analyze.N/umap.pkl`` (ours or cryoDRGN's) or the explorer's
+cache ``WORKDIR/explore/umap.N.pkl`` when one holds N points, else computed with umap-learn
+and cached there (minutes for 1M particles: call ``embedding("umap")`` in a worker).
+
+Colourings (per-particle values, ``(N,)`` float32)::
+
+    s.colour_by = "kmeans"                  # the current colouring; emits "colouring"
+    s.colouring_names() -> list[str]
+    s.colouring(name, space=None) -> (N,) float32
+    s.colourings(space=None) -> Mapping name -> (N,) array, computed on first access
+
+Names: "density" (log of a smoothed 2D histogram of the view, looked up per particle),
+"kmeans" (labels of ``s.kmeans()``), "z0".."z{zdim-1}", and when the run's dataset files are
+found (paths in config.yaml): "defocus" (mean of DefocusU and DefocusV, Angstrom), "rot",
+"tilt", "psi" (RELION Euler angles of the poses, degrees). There is no "loss": neither tool
+records a per-particle loss.
+
+k-means::
+
+    s.k = 20                                # the k of the "kmeans" colouring; emits "colouring"
+    s.kmeans(k=None, seed=0) -> (labels (N,), centers_ind (k,))   # cached
+    s.kmeans_result(k=None, seed=0) -> KMeansResult (labels, centers_ind, centers, means)
+
+Selection (a bool mask over particles; every change emits "selection" and is saved to
+``WORKDIR/explore/selection.npy``, restored by the next ``open``)::
+
+    s.selection -> (N,) bool (read-only view); s.n_selected
+    s.select(mask_or_indices, mode="replace")   # modes: replace, add, subtract, intersect
+    s.select_polygon(space, polygon, mode="replace") -> number selected
+    s.select_rect(space, corner0, corner1, mode="replace")
+    s.select_clusters(labels, k=None, mode="replace")
+    s.invert(); s.clear(); s.undo() -> bool; s.can_undo
+    s.selected_indices(original=False) -> int64   # rows, or original-stack indices
+    s.save_selection(path) -> (path, inverse path)   # cryoDRGN index .pkl, original numbering
+
+Paths (named latent point series; each a :class:`LatentPath` with ``z`` (M, zdim),
+``indices`` (particle indices or None), ``kind``; every change emits "paths")::
+
+    s.paths -> dict name -> LatentPath
+    s.add_path(name, z, indices=None, kind="custom") -> LatentPath
+    s.remove_path(name); s.clear_paths()
+    s.pc_traversal(pc=1, n=10, lo=5, hi=95, add=True)        # name "pc1"
+    s.graph_path(i, j, *more, add=True)                       # name "graph i-j"
+    s.straight_path(a, b, n=10, add=True)                     # particle indices or z vectors
+    s.polyline_path(space, xy_points, n=10, add=True)         # vertices via latent_at
+    s.kmeans_path(k=None, add=True)                           # name "kmeans20"
+
+Maps::
+
+    s.decoder(precision="auto", device="auto") -> VolumeDecoder   # built once, cached
+    s.decode(z) -> (D, D, D) float32 map (voxel size s.apix)
+
+Events: ``s.events.connect(name, callback)``, ``disconnect(name, callback=None)``,
+``emit(name, **kw)``, ``with s.events.blocked(): ...``. Names: "epoch", "embedding",
+"colouring", "selection", "paths". A callback receives one :class:`Event` with ``type``,
+``source`` (the session) and the keyword values (selection: ``count``, ``mode``; paths:
+``action`` ('added', 'removed', 'cleared'), ``name``; embedding: ``space``; colouring:
+``name``; epoch: ``epoch``). Events fire in the thread that made the change: change state from
+the GUI thread; the compute-only calls (embedding, colouring, kmeans, graph paths with
+``add=False``, decode) are safe in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .analysis import select as _select
+from .analysis.cluster import KMeansResult
+from .analysis.cluster import kmeans as _kmeans
+from .analysis.embed import PCAFit, cached_umap, fit_pca, point_density, umap_available
+from .analysis.latents import STATE_DIR, Latents, load_latents, umap_cache_paths, z_epochs
+from .analysis.metadata import dataset_meta
+from .analysis.traverse import graph_path as _graph_path
+from .analysis.traverse import neighbour_graph, pc_traversal, resample_polyline
+from .errors import InputError
+from .io.atomic import atomic_write
+
+log = logging.getLogger(__name__)
+
+EVENT_NAMES = ("epoch", "embedding", "colouring", "selection", "paths")
+MODES = ("replace", "add", "subtract", "intersect")
+UNDO_DEPTH = 100
+
+
+# -- events -----------------------------------------------------------------------------------
+class Event:
+    """What a callback receives: ``type`` (the event name), ``source`` and keyword values."""
+
+    def __init__(self, type: str, source, /, **kw):
+        self.type = type
+        self.source = source
+        self.__dict__.update(kw)
+
+    def __repr__(self) -> str:
+        kw = {k: v for k, v in self.__dict__.items() if k not in ("type", "source")}
+        return f"Event({self.type!r}, {kw})"
+
+
+class Events:
+    """A tiny signal hub: named events, callbacks called in connection order."""
+
+    def __init__(self, source, names=EVENT_NAMES):
+        self._source = source
+        self._callbacks: dict[str, list[Callable]] = {n: [] for n in names}
+        self._blocked = 0
+
+    def _check(self, name: str) -> None:
+        if name not in self._callbacks:
+            raise ValueError(f"unknown event {name!r}; events are {list(self._callbacks)}")
+
+    def connect(self, name: str, callback: Callable) -> Callable:
+        """Call ``callback(event)`` on each ``name`` event; returns the callback."""
+        self._check(name)
+        self._callbacks[name].append(callback)
+        return callback
+
+    def disconnect(self, name: str, callback: Callable | None = None) -> None:
+        """Remove one callback (or all of ``name`` when None); unknown callbacks are ignored."""
+        self._check(name)
+        if callback is None:
+            self._callbacks[name].clear()
+        else:
+            self._callbacks[name] = [c for c in self._callbacks[name] if c != callback]
+
+    @contextlib.contextmanager
+    def blocked(self) -> Iterator[None]:
+        """No events are emitted inside this block."""
+        self._blocked += 1
+        try:
+            yield
+        finally:
+            self._blocked -= 1
+
+    def emit(self, event: str, /, **kw) -> None:
+        """Call every callback of ``event``; the first exception is re-raised after all ran."""
+        self._check(event)
+        if self._blocked:
+            return
+        ev = Event(event, self._source, **kw)
+        first = None
+        for cb in list(self._callbacks[event]):
+            try:
+                cb(ev)
+            except Exception as e:  # one broken listener must not starve the others
+                log.exception("callback %r for event %r failed", cb, event)
+                first = first or e
+        if first is not None:
+            raise first
+
+
+# -- paths ------------------------------------------------------------------------------------
+@dataclass
+class LatentPath:
+    """A named series of latent points (a volume series): ``z`` (M, zdim); ``indices`` the
+    particle of each point when the points are particles; ``kind`` where it came from."""
+
+    name: str
+    z: np.ndarray
+    indices: np.ndarray | None = None
+    kind: str = "custom"
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def __getitem__(self, key: str):  # p["z"], p["indices"] read like a dict
+        return getattr(self, key)
+
+
+def _parse_pair(space: str, prefix: str, limit: int) -> tuple[int, int]:
+    try:
+        i, j = (int(v) for v in space[len(prefix):].split(","))
+    except ValueError:
+        raise InputError(f"view {space!r}: write it as '{prefix}i,j' with two dimension "
+                         "numbers") from None
+    if not (0 <= i < limit and 0 <= j < limit) or i == j:
+        raise InputError(f"view {space!r}: dimensions must be two different numbers in "
+                         f"0..{limit - 1}")
+    return i, j
+
+
+class _Colourings(Mapping):
+    def __init__(self, session: Session, space):
+        self._s, self._space, self._names = session, space, session.colouring_names()
+
+    def __getitem__(self, name):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._s.colouring(name, self._space)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+
+# -- the session ------------------------------------------------------------------------------
+class Session:
+    """See the module docstring for the API."""
+
+    def __init__(self, latents: Latents, run=None, autosave: bool = True):
+        self.events = Events(self)
+        self._lock = threading.RLock()  # caches and paths
+        self._decode_lock = threading.RLock()  # the model and its decoders
+        self._run = run
+        self._decoders: dict = {}
+        self.autosave = autosave
+        self._space = "pca"
+        self._colour_by = "density"
+        self._k = 20
+        self._paths: dict[str, LatentPath] = {}
+        self._undo: list[bytes] = []
+        self._meta: dict[str, np.ndarray] | None = None
+        self._set_latents(latents)
+        self._selection = np.zeros(self.n, bool)
+        self._restore_selection()
+
+    # -- opening ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, workdir, epoch: int | None = None, *, check_weights: bool = True,
+             autosave: bool = True) -> Session:
+        """Open a training folder (ours or cryoDRGN's) at ``epoch`` (latest when None).
+
+        ``check_weights`` loads the epoch's weights now, so a config that does not match them
+        fails here (InputError) rather than at the first decode."""
+        lat = load_latents(workdir, epoch)
+        run = _load_run(lat) if check_weights else None
+        return cls(lat, run, autosave=autosave)
+
+    def _set_latents(self, lat: Latents) -> None:
+        self._lat = lat
+        self.z = lat.z
+        self.z_logvar = lat.z_logvar
+        self._cache: dict = {}
+
+    def set_epoch(self, epoch: int | None) -> None:
+        """Switch to another epoch's latents (same particles): caches and paths are reset,
+        the selection is kept."""
+        lat = load_latents(self.workdir, epoch)
+        if len(lat.z) != self.n:
+            raise InputError(f"{lat.zfile}: {len(lat.z)} particles, but epoch "
+                             f"{self.epoch} has {self.n}; is it the same run?")
+        run = _load_run(lat) if self._run is not None else None
+        with self._decode_lock, self._lock:
+            self._run, self._decoders = run, {}
+            self._set_latents(lat)
+            self._paths.clear()
+        self.events.emit("epoch", epoch=self.epoch)
+        self.events.emit("embedding", space=self._space)
+        self.events.emit("colouring", name=self._colour_by)
+        self.events.emit("paths", action="cleared", name=None)
+
+    # -- run facts ----------------------------------------------------------------------------
+    @property
+    def workdir(self) -> Path:
+        return self._lat.workdir
+
+    @property
+    def epoch(self) -> int | None:
+        return self._lat.epoch
+
+    @property
+    def epochs(self) -> list[int]:
+        return z_epochs(self.workdir)
+
+    @property
+    def config(self) -> dict:
+        return self._lat.config
+
+    @property
+    def n(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def zdim(self) -> int:
+        return int(self.z.shape[1])
+
+    @property
+    def D(self) -> int:
+        return self._lat.D
+
+    @property
+    def apix(self) -> float | None:
+        if "apix" not in self._cache:
+            self._cache["apix"] = self._lat.apix()
+        return self._cache["apix"]
+
+    @property
+    def particle_ind(self) -> np.ndarray:
+        """Original-stack index of each particle (the run's index file, else 0..N-1)."""
+        ind = self._dataset().get("ind")
+        return ind if ind is not None else np.arange(self.n, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return (f"Session({str(self.workdir)!r}, epoch={self.epoch}, n={self.n}, "
+                f"zdim={self.zdim})")
+
+    # -- cache helper -------------------------------------------------------------------------
+    def _cached(self, key, compute):
+        with self._lock:
+            cache = self._cache
+            if key in cache:
+                return cache[key]
+        value = compute()  # outside the lock: a slow UMAP must not block the GUI thread
+        with self._lock:
+            if cache is self._cache:  # the epoch did not change meanwhile
+                cache.setdefault(key, value)
+                return cache[key]
+        return value
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def space(self) -> str:
+        return self._space
+
+    @space.setter
+    def space(self, space: str) -> None:
+        self._check_space(space)
+        self._space = space
+        self.events.emit("embedding", space=space)
+
+    def spaces(self) -> list[str]:
+        """View names to offer: pca, umap (when cached or umap-learn is installed), and z:i,j
+        pairs (all for zdim <= 8, else neighbouring dimensions)."""
+        out = ["pca"]
+        if umap_available() or any(p.is_file() for p in umap_cache_paths(self.workdir,
+                                                                          self.epoch)):
+            out.append("umap")
+        d = self.zdim
+        pairs = ([(i, j) for i in range(d) for j in range(i + 1, d)] if d <= 8
+                 else [(i, i + 1) for i in range(d - 1)])
+        return out + [f"z:{i},{j}" for i, j in pairs]
+
+    def _check_space(self, space: str) -> str:
+        if space in ("pca", "umap"):
+            return space
+        if space.startswith("pca:"):
+            _parse_pair(space, "pca:", self.zdim)
+            return space
+        if space.startswith("z:"):
+            _parse_pair(space, "z:", self.zdim)
+            return space
+        raise InputError(f"unknown view {space!r}: use 'pca', 'pca:i,j', 'umap' or 'z:i,j'")
+
+    def _pc_dims(self, space: str) -> tuple[int, int]:
+        return (0, 1) if space == "pca" else _parse_pair(space, "pca:", self.zdim)
+
+    @property
+    def pca(self) -> PCAFit:
+        return self._cached("pca", lambda: fit_pca(self.z))
+
+    def _pc_scores(self) -> np.ndarray:
+        return self._cached("pc_scores", lambda: self.pca.transform(self.z))
+
+    def embedding(self, space: str | None = None) -> np.ndarray:
+        """(N, 2) float32 coordinates of every particle in a view (cached)."""
+        space = self._check_space(space or self._space)
+        if space == "umap":
+            return self._cached("emb:umap", self._umap)
+        if space.startswith("z:"):
+            i, j = _parse_pair(space, "z:", self.zdim)
+            return self._cached(f"emb:{space}", lambda: np.ascontiguousarray(self.z[:, [i, j]]))
+        i, j = self._pc_dims(space)
+        return self._cached(f"emb:pca:{i},{j}",
+                            lambda: np.ascontiguousarray(self._pc_scores()[:, [i, j]]))
+
+    def _umap(self) -> np.ndarray:
+        paths = umap_cache_paths(self.workdir, self.epoch)
+        emb, src = cached_umap(self.z, paths, write_to=paths[-1] if self.autosave else None)
+        if src is not None:
+            log.info("UMAP read from %s", src)
+        return emb
+
+    def axis_labels(self, space: str | None = None) -> tuple[str, str]:
+        space = self._check_space(space or self._space)
+        if space == "umap":
+            return "UMAP1", "UMAP2"
+        if space.startswith("z:"):
+            i, j = _parse_pair(space, "z:", self.zdim)
+            return f"z{i}", f"z{j}"
+        evr = self.pca.explained_variance_ratio
+        return tuple(f"PC{d + 1} ({evr[d]:.2f})" for d in self._pc_dims(space))
+
+    def picker(self, space: str | None = None) -> _select.PointPicker:
+        """KD-tree over a view's points, built once per view."""
+        space = self._check_space(space or self._space)
+        return self._cached(f"pick:{space}", lambda: _select.PointPicker(self.embedding(space)))
+
+    def nearest(self, space: str | None, xy, max_dist: float | None = None) -> int:
+        """Index of the particle nearest ``xy`` in a view (-1: none within ``max_dist``)."""
+        return self.picker(space).nearest(xy, max_dist)
+
+    def _z_picker(self) -> _select.PointPicker:
+        return self._cached("pick:zspace", lambda: _select.PointPicker(self.z))
+
+    def latent_at(self, space: str | None, xy, snap: bool = False
+                  ) -> tuple[np.ndarray, int | None]:
+        """Latent point under a 2D point of a view, and its particle (None for an exact PCA
+        inverse)."""
+        space = self._check_space(space or self._space)
+        if space.startswith("pca") and not snap:
+            return self.pca.inverse(np.reshape(xy, (1, 2)), dims=self._pc_dims(space))[0], None
+        i = self.nearest(space, xy)
+        return self.z[i].copy(), i
+
+    def project(self, z, space: str | None = None, indices=None) -> np.ndarray:
+        """(M, 2) positions of latent points ``z`` (M, zdim) in a view. Exact for PCA and z:i,j;
+        for UMAP the positions of ``indices`` when given, else of the nearest particles."""
+        space = self._check_space(space or self._space)
+        z = np.atleast_2d(np.asarray(z, np.float32))
+        if space.startswith("z:"):
+            i, j = _parse_pair(space, "z:", self.zdim)
+            return z[:, [i, j]]
+        if space.startswith("pca"):
+            return self.pca.transform(z)[:, list(self._pc_dims(space))]
+        if indices is None:
+            _, indices = self._z_picker().query(z)
+            indices = np.ravel(indices)
+        return self.embedding("umap")[np.asarray(indices, np.int64)]
+
+    def path_xy(self, name: str, space: str | None = None) -> np.ndarray:
+        p = self._paths[name]
+        return self.project(p.z, space, p.indices)
+
+    # -- colourings ---------------------------------------------------------------------------
+    @property
+    def colour_by(self) -> str:
+        return self._colour_by
+
+    @colour_by.setter
+    def colour_by(self, name: str) -> None:
+        if name not in self.colouring_names():
+            raise InputError(f"no colouring {name!r}; choose one of {self.colouring_names()}")
+        self._colour_by = name
+        self.events.emit("colouring", name=name)
+
+    def colouring_names(self) -> list[str]:
+        return (["density", "kmeans"] + [f"z{i}" for i in range(self.zdim)]
+                + list(self._dataset().get("colourings", {})))
+
+    def colouring(self, name: str, space: str | None = None) -> np.ndarray:
+        """Per-particle values (N,) float32 for colouring the scatter."""
+        if name == "density":
+            space = self._check_space(space or self._space)
+            return self._cached(f"density:{space}", lambda: point_density(self.embedding(space)))
+        if name == "kmeans":
+            return self.kmeans()[0].astype(np.float32)
+        if name.startswith("z") and name[1:].isdigit() and int(name[1:]) < self.zdim:
+            return self.z[:, int(name[1:])].copy()
+        extra = self._dataset().get("colourings", {})
+        if name in extra:
+            return extra[name]
+        raise InputError(f"no colouring {name!r}; choose one of {self.colouring_names()}")
+
+    def colourings(self, space: str | None = None) -> Mapping[str, np.ndarray]:
+        """All colourings as a mapping whose values are computed on first access."""
+        return _Colourings(self, space)
+
+    def _dataset(self) -> dict:
+        """Per-particle metadata from the run's dataset files, read once (missing: skipped)."""
+        if self._meta is None:
+            self._meta = dataset_meta(self.workdir, self.config, self.n)
+        return self._meta
+
+    # -- k-means ------------------------------------------------------------------------------
+    @property
+    def k(self) -> int:
+        return self._k
+
+    @k.setter
+    def k(self, k: int) -> None:
+        if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n:
+            raise InputError(f"k-means needs 1 to {self.n} clusters, not {k!r}")
+        self._k = int(k)
+        if self._colour_by == "kmeans":
+            self.events.emit("colouring", name="kmeans")
+
+    def kmeans_result(self, k: int | None = None, seed: int = 0) -> KMeansResult:
+        k = self._k if k is None else int(k)
+        return self._cached(f"kmeans:{k}:{seed}", lambda: _kmeans(self.z, k, seed=seed))
+
+    def kmeans(self, k: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(labels (N,), centers_ind (k,)): k-means on z, centres snapped to particles."""
+        r = self.kmeans_result(k, seed)
+        return r.labels, r.centers_ind
+
+    # -- selection ----------------------------------------------------------------------------
+    @property
+    def selection(self) -> np.ndarray:
+        view = self._selection.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def n_selected(self) -> int:
+        return int(np.count_nonzero(self._selection))
+
+    @property
+    def selection_file(self) -> Path:
+        return self.workdir / STATE_DIR / "selection.npy"
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    def _as_mask(self, sel) -> np.ndarray:
+        arr = np.asarray(sel)
+        if arr.dtype == bool:
+            if arr.shape != (self.n,):
+                raise InputError(f"a selection mask needs {self.n} values, got {arr.shape}")
+            return arr
+        idx = arr.astype(np.int64).ravel()
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise InputError(f"particle indices must lie in 0..{self.n - 1}")
+        mask = np.zeros(self.n, bool)
+        mask[idx] = True
+        return mask
+
+    def _set_selection(self, mask: np.ndarray, mode: str, record: bool = True) -> None:
+        if record:
+            self._undo.append(np.packbits(self._selection).tobytes())
+            del self._undo[:-UNDO_DEPTH]
+        self._selection = mask
+        self._save_selection_state()
+        self.events.emit("selection", count=self.n_selected, mode=mode)
+
+    def select(self, sel, mode: str = "replace") -> int:
+        """Change the selection with a bool mask (N,) or particle indices; returns the count."""
+        if mode not in MODES:
+            raise InputError(f"selection mode {mode!r}: use one of {MODES}")
+        m = self._as_mask(sel)
+        cur = self._selection
+        new = {"replace": lambda: m.copy(), "add": lambda: cur | m,
+               "subtract": lambda: cur & ~m, "intersect": lambda: cur & m}[mode]()
+        self._set_selection(new, mode)
+        return self.n_selected
+
+    def select_polygon(self, space: str | None, polygon, mode: str = "replace") -> int:
+        """Select the particles inside a lasso polygon (M, 2) drawn on a view."""
+        return self.select(_select.points_in_polygon(self.embedding(space), polygon), mode)
+
+    def select_rect(self, space: str | None, corner0, corner1, mode: str = "replace") -> int:
+        return self.select(_select.points_in_rect(self.embedding(space), corner0, corner1), mode)
+
+    def select_clusters(self, labels, k: int | None = None, mode: str = "replace") -> int:
+        """Select the particles of the given k-means clusters."""
+        lab = self.kmeans(k)[0]
+        return self.select(np.isin(lab, np.atleast_1d(labels)), mode)
+
+    def invert(self) -> int:
+        self._set_selection(~self._selection, "invert")
+        return self.n_selected
+
+    def clear(self) -> None:
+        self._set_selection(np.zeros(self.n, bool), "clear")
+
+    def undo(self) -> bool:
+        """Go back to the selection before the last change; False when there is none."""
+        if not self._undo:
+            return False
+        bits = np.frombuffer(self._undo.pop(), np.uint8)
+        self._set_selection(np.unpackbits(bits, count=self.n).astype(bool), "undo",
+                            record=False)
+        return True
+
+    def selected_indices(self, original: bool = False) -> np.ndarray:
+        """Selected rows (0-based, int64), or their original-stack indices."""
+        rows = np.flatnonzero(self._selection).astype(np.int64)
+        return self.particle_ind[rows] if original else rows
+
+    def save_selection(self, path) -> tuple[Path, Path]:
+        """Write cryoDRGN index pickles: ``path`` (selected) and ``<stem>_inverse.pkl`` (the
+        rest of this run's particles), both in original-stack numbering."""
+        from .io.index import inverse_path, save_index
+
+        path = Path(path)
+        ind = self.particle_ind
+        save_index(path, np.sort(ind[self._selection]))
+        inv = inverse_path(path)
+        save_index(inv, np.sort(ind[~self._selection]))
+        return path, inv
+
+    def _save_selection_state(self) -> None:
+        if not self.autosave:
+            return
+        try:
+            self.selection_file.parent.mkdir(exist_ok=True)
+            buf = io.BytesIO()
+            np.save(buf, self._selection)
+            with atomic_write(self.selection_file, "wb") as f:
+                f.write(buf.getvalue())
+        except (OSError, InputError) as e:
+            log.warning("selection not saved (%s)", e)
+
+    def _restore_selection(self) -> None:
+        p = self.selection_file
+        if not p.is_file():
+            return
+        try:
+            mask = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            log.warning("ignoring %s (%s)", p, e)
+            return
+        if mask.dtype != bool or mask.shape != (self.n,):
+            log.warning("ignoring %s: %s values of type %s for %d particles", p, mask.shape,
+                        mask.dtype, self.n)
+            return
+        self._selection = mask.copy()
+
+    # -- paths --------------------------------------------------------------------------------
+    @property
+    def paths(self) -> dict[str, LatentPath]:
+        return dict(self._paths)
+
+    def add_path(self, name: str, z, indices=None, kind: str = "custom") -> LatentPath:
+        """Add (or replace) a named path of latent points."""
+        z = np.atleast_2d(np.asarray(z, np.float32))
+        if z.shape[1] != self.zdim or len(z) == 0:
+            raise InputError(f"path {name!r}: expected M x {self.zdim} latent points, got "
+                             f"{z.shape}")
+        ind = None if indices is None else np.asarray(indices, np.int64)
+        if ind is not None and ind.shape != (len(z),):
+            raise InputError(f"path {name!r}: {len(z)} points but {ind.shape} indices")
+        p = LatentPath(str(name), z, ind, kind)
+        self._paths[p.name] = p
+        self.events.emit("paths", action="added", name=p.name)
+        return p
+
+    def remove_path(self, name: str) -> None:
+        if self._paths.pop(name, None) is not None:
+            self.events.emit("paths", action="removed", name=name)
+
+    def clear_paths(self) -> None:
+        self._paths.clear()
+        self.events.emit("paths", action="cleared", name=None)
+
+    def _finish(self, name, z, indices, kind, add: bool) -> LatentPath:
+        if add:
+            return self.add_path(name, z, indices, kind)
+        return LatentPath(name, np.asarray(z, np.float32), indices, kind)
+
+    def pc_traversal(self, pc: int = 1, n: int = 10, lo: float = 5.0, hi: float = 95.0,
+                     add: bool = True, name: str | None = None) -> LatentPath:
+        """``n`` points along PC ``pc`` (1-based) from its ``lo`` to its ``hi`` percentile,
+        the other PCs at the mean (cryoDRGN's pcN/z_values.txt)."""
+        z, _ = pc_traversal(self.pca, self._pc_scores(), pc, n, lo, hi)
+        return self._finish(name or f"pc{pc}", z, None, "pc", add)
+
+    def neighbour_graph(self, max_neighbors: int = 10, avg_neighbors: float = 5.0):
+        """The latent nearest-neighbour graph of the graph traversal (cached)."""
+        return self._cached(f"graph:{max_neighbors}:{avg_neighbors}",
+                            lambda: neighbour_graph(self.z, max_neighbors, avg_neighbors))
+
+    def graph_path(self, i: int, j: int, *more: int, add: bool = True, name: str | None = None,
+                   max_neighbors: int = 10, avg_neighbors: float = 5.0) -> LatentPath:
+        """Shortest path between particles (through ``more`` too) in the neighbour graph; its
+        points are particles (``indices``)."""
+        anchors = [i, j, *more]
+        g = self.neighbour_graph(max_neighbors, avg_neighbors)
+        gp = _graph_path(self.z, anchors, graph=g)
+        return self._finish(name or "graph " + "-".join(map(str, anchors)), gp.z, gp.indices,
+                            "graph", add)
+
+    def _as_z(self, a) -> np.ndarray:
+        arr = np.asarray(a)
+        if arr.ndim == 0:
+            if not 0 <= int(arr) < self.n:
+                raise InputError(f"particle {int(arr)} is not in 0..{self.n - 1}")
+            return self.z[int(arr)]
+        if arr.shape != (self.zdim,):
+            raise InputError(f"expected a particle index or {self.zdim} latent values, got "
+                             f"shape {arr.shape}")
+        return arr.astype(np.float32)
+
+    def straight_path(self, a, b, n: int = 10, add: bool = True,
+                      name: str | None = None) -> LatentPath:
+        """``n`` evenly spaced points from ``a`` to ``b`` (particle indices or z vectors)."""
+        z = resample_polyline(np.stack([self._as_z(a), self._as_z(b)]), n)
+        return self._finish(name or "line", z, None, "straight", add)
+
+    def polyline_path(self, space: str | None, xy_points, n: int = 10, add: bool = True,
+                      name: str | None = None) -> LatentPath:
+        """``n`` points at equal arc length in z along the polyline whose vertices are the
+        latent points under ``xy_points`` (M, 2) of a view (see :meth:`latent_at`)."""
+        verts = np.stack([self.latent_at(space, xy)[0] for xy in np.atleast_2d(xy_points)])
+        return self._finish(name or "polyline", resample_polyline(verts, n), None, "polyline",
+                            add)
+
+    def kmeans_path(self, k: int | None = None, add: bool = True,
+                    name: str | None = None) -> LatentPath:
+        """The k-means centres (particles) as a series, in cluster order."""
+        r = self.kmeans_result(k)
+        return self._finish(name or f"kmeans{r.k}", r.centers, r.centers_ind, "kmeans", add)
+
+    # -- maps ---------------------------------------------------------------------------------
+    def decoder(self, precision: str = "auto", device: str = "auto"):
+        """A VolumeDecoder for this epoch (built once per precision and device)."""
+        from .training.trainer import pick_device, pick_precision
+
+        dev = pick_device(device)
+        prec = pick_precision(dev, precision)
+        key = (str(dev), prec)
+        with self._decode_lock:
+            if key not in self._decoders:
+                if self._run is None:
+                    self._run = _load_run(self._lat)
+                run = self._run
+                if next(run.model.parameters()).device != dev:
+                    run.model.to(dev)
+                self._decoders[key] = run.volume_decoder(precision=prec, device=dev)
+            return self._decoders[key]
+
+    def decode(self, z, precision: str = "auto", device: str = "auto") -> np.ndarray:
+        """The (D, D, D) float32 map at latent point ``z`` (voxel size ``apix``)."""
+        z = np.asarray(z, np.float32).reshape(-1)
+        if z.shape != (self.zdim,):
+            raise InputError(f"expected {self.zdim} latent values, got {z.shape[0]}")
+        dec = self.decoder(precision, device)
+        with self._decode_lock:  # one decode at a time: they share the decoder's caches
+            return dec(z)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _load_run(lat: Latents):
+    from .model.load import load_run
+
+    run = load_run(lat.workdir, lat.epoch)
+    if run.model.zdim != lat.z.shape[1]:
+        raise InputError(f"{run.weights}: the model's zdim is {run.model.zdim} but "
+                         f"{lat.zfile.name} has {lat.z.shape[1]}; the files come from "
+                         "different runs")
+    return run
