@@ -49,3 +49,23 @@ def test_preprocessor_orders_pairs_and_encoder_points():
     assert y.shape == (3, p.n) and c is None and enc.shape == (3, p.enc_in_dim)
     # without shifts the encoder gets the same values in flat lattice order
     torch.testing.assert_close(enc, y[:, p.enc_pos])
+
+
+def test_shift_centres_the_whole_encoder_input_without_a_mask():
+    """--enc-mask -1: the encoder reads the whole lattice, corners included, and every point is
+    centred (as in cryoDRGN); a whole-pixel circular shift is undone exactly."""
+    D = 16
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(1, D, D)).astype(np.float32)
+    s = np.array([3, -2])  # x, y pixels
+    moved = np.roll(img, shift=(s[1], s[0]), axis=(1, 2))
+    p = Preprocessor(D, invert=False, window=False, enc_radius=-1)
+    assert p.enc_in_dim == (D + 1) ** 2 and (p.enc_pos < 0).any()
+    y0, _, enc0 = p.batch(torch.tensor(img))
+    y1, _, enc1 = p.batch(torch.tensor(moved), trans=-s[None] / D)
+    torch.testing.assert_close(y1, y0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(enc1, enc0, atol=1e-4, rtol=0)
+    # with the default mask the loss points are centred the same way
+    q = Preprocessor(D, invert=False, window=False)
+    torch.testing.assert_close(q.batch(torch.tensor(moved), trans=-s[None] / D)[0],
+                               q.batch(torch.tensor(img))[0], atol=1e-4, rtol=0)

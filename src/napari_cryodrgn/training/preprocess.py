@@ -52,6 +52,7 @@ class Preprocessor:
         pos[self.order] = torch.arange(self.n, device=self.device)
         # where each encoder point sits in ``order`` (-1: outside the loss mask)
         self.enc_pos = pos[self.enc_flat]
+        self.enc_outside = bool((self.enc_pos < 0).any())
 
     def hartley(self, imgs: torch.Tensor) -> torch.Tensor:
         """(B, D, D) raw images -> (B, (D+1)^2) windowed, inverted, normalised Hartley images."""
@@ -72,7 +73,13 @@ class Preprocessor:
         enc (B, enc_in_dim) encoder input, phase-flipped by the CTF sign).
         """
         full = self.hartley(imgs)
-        if trans is not None:
+        if trans is not None and self.enc_outside:
+            # the encoder reads points outside the loss mask (--enc-mask -1 or > D/2): centre
+            # the whole lattice, as cryoDRGN does; full.flip(1) holds each point's value at -k
+            t_px = torch.as_tensor(trans, device=self.device, dtype=torch.float32) * self.D_img
+            full = translate_ht(full, full.flip(1), self.lattice.freqs2d, t_px)
+            y = full[:, self.order]
+        elif trans is not None:
             t_px = torch.as_tensor(trans, device=self.device, dtype=torch.float32) * self.D_img
             order = torch.cat([self.order, self.lattice.D**2 - 1 - self.order])
             vals = full[:, order]
