@@ -157,3 +157,43 @@ def test_existing_run_is_not_overwritten(trained, tiny_dataset, capsys):
 
 def test_simulate_bad_box(tmp_path, capsys):
     fails(capsys, ["simulate", tmp_path / "s", "-n", "10", "-D", "15"], "15")
+
+
+def test_analyze_writes_cryodrgn_layout_and_refuses_to_clobber(trained, tmp_path, capsys):
+    out = tmp_path / "an"
+    assert main(["analyze", str(trained), "--ksample", "4", "--skip-umap", "-o", str(out)]) == 0
+    for pc in ("pc1", "pc2"):
+        assert np.loadtxt(out / pc / "z_values.txt").shape == (10, 2)
+        vol, apix = read_mrc(out / pc / "vol_010.mrc")
+        assert vol.shape == (16, 16, 16) and apix == pytest.approx(3.0)
+    assert load_pickle(out / "kmeans4" / "labels.pkl").shape == (120,)
+    assert np.loadtxt(out / "kmeans4" / "centers_ind.txt").shape == (4,)
+    assert (out / "kmeans4" / "vol_004.mrc").exists() and (out / "z_pca.png").exists()
+    assert (out / "learning_curve_epoch1.png").exists()
+    before = (out / "pc1" / "vol_001.mrc").read_bytes()
+    fails(capsys, ["analyze", trained, "--skip-umap", "-o", out], "already exists",
+          "--overwrite")
+    assert (out / "pc1" / "vol_001.mrc").read_bytes() == before
+    assert main(["analyze", str(trained), "--ksample", "3", "--skip-umap", "--skip-vol",
+                 "--overwrite", "-o", str(out)]) == 0
+    assert not list(out.rglob("*.mrc")) and (out / "kmeans3" / "centers.txt").exists()
+    assert not (out / "kmeans4").exists()
+
+
+def test_analyze_errors(trained, tmp_path, capsys):
+    fails(capsys, ["analyze", tmp_path / "missing"], "missing", "no such training folder")
+    fails(capsys, ["analyze", tmp_path], "config.yaml")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.yaml").write_bytes((trained / "config.yaml").read_bytes())
+    fails(capsys, ["analyze", bare], "no latent files")
+    fails(capsys, ["analyze", trained, "--epoch", "9", "-o", tmp_path / "x"], "z.9.pkl",
+          "epochs with latents: 1")
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    for name in ("weights.1.pkl", "z.1.pkl"):
+        (edited / name).write_bytes((trained / name).read_bytes())
+    text = (trained / "config.yaml").read_text().replace("pdim: 32", "pdim: 64")
+    (edited / "config.yaml").write_text(text)
+    fails(capsys, ["analyze", edited, "--skip-umap"], "weights.1.pkl", "do not match")
+    assert not (edited / "analyze.1").exists()

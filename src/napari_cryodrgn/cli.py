@@ -1,4 +1,4 @@
-"""Command line: ``napari-cryodrgn simulate | train | eval-vol | demo``.
+"""Command line: ``napari-cryodrgn simulate | train | eval-vol | analyze | demo``.
 
 Each subcommand is a thin face over library functions; user errors print one line and exit 2.
 """
@@ -97,6 +97,33 @@ def _add_eval_vol(sub):
     p.set_defaults(func=cmd_eval_vol)
 
 
+def _add_analyze(sub):
+    p = sub.add_parser("analyze", help="PCA, UMAP, k-means, traversals, maps and figures of one "
+                       "epoch (cryoDRGN's analyze.N/ layout)")
+    p.add_argument("workdir", type=Path, help="training folder (ours or cryoDRGN's)")
+    p.add_argument("--epoch", type=int, help="epoch to analyse (default: the latest)")
+    p.add_argument("--ksample", type=int, default=20, help="k-means clusters (default 20)")
+    p.add_argument("--pc", type=int, default=2, help="principal components to traverse (2)")
+    p.add_argument("--n-per-pc", type=int, default=10, help="maps per traversal (default 10)")
+    p.add_argument("--anchors", type=int, nargs="+", metavar="IND",
+                   help="particle indices for the graph and direct traversals (default: the "
+                   "particles nearest the ends of the PC1 traversal)")
+    p.add_argument("--max-neighbors", type=int, default=10,
+                   help="graph traversal: nearest neighbours considered per particle (10)")
+    p.add_argument("--avg-neighbors", type=float, default=5.0,
+                   help="graph traversal: average links kept per particle (5)")
+    p.add_argument("--skip-umap", action="store_true", help="no UMAP embedding")
+    p.add_argument("--skip-vol", action="store_true", help="no maps")
+    p.add_argument("--Apix", type=float, help="voxel size (default: the run's pixel size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="map decoding precision (default fp32)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument("-o", "--outdir", type=Path, help="output folder (default WORKDIR/analyze.N)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing analysis")
+    p.set_defaults(func=cmd_analyze)
+
+
 def _add_demo(sub):
     p = sub.add_parser("demo", help="simulate a dataset, train on it and score the result")
     p.add_argument("outdir", type=Path, nargs="?", default=Path("demo_run"))
@@ -114,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_train(sub)
     _add_eval_vol(sub)
+    _add_analyze(sub)
     _add_demo(sub)
     return parser
 
@@ -170,6 +198,25 @@ def cmd_eval_vol(args) -> int:
                          out=args.out, apix=args.Apix, device=args.device,
                          precision=args.precision)
     print(f"wrote {len(paths)} map(s): {paths[0]}" + (" ..." if len(paths) > 1 else ""))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .analysis.analyze import run_analysis
+
+    events = run_analysis(args.workdir, epoch=args.epoch, ksample=args.ksample, pcs=args.pc,
+                          outdir=args.outdir, overwrite=args.overwrite, n_per_pc=args.n_per_pc,
+                          anchors=args.anchors, max_neighbors=args.max_neighbors,
+                          avg_neighbors=args.avg_neighbors, skip_umap=args.skip_umap,
+                          skip_vol=args.skip_vol, device=args.device,
+                          precision=args.precision, apix=args.Apix, seed=args.seed)
+    for ev in events:
+        if ev.kind == "step":
+            print(f"[{ev.done}/{ev.total}] {ev.message}", flush=True)
+        elif ev.kind in ("start", "done"):
+            print(ev.message, flush=True)
+        elif ev.kind == "warning":
+            print(f"warning: {ev.message}", file=sys.stderr, flush=True)
     return 0
 
 
