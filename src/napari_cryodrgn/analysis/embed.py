@@ -31,16 +31,21 @@ class PCAFit:
     explained_variance: np.ndarray  # (zdim,)
     explained_variance_ratio: np.ndarray  # (zdim,), sums to 1
 
+    def __post_init__(self):
+        # float32 and contiguous: a transposed float64 view takes numpy's slow matmul path
+        self._mean32 = self.mean.astype(np.float32)
+        self._proj32 = np.ascontiguousarray(self.components.T, dtype=np.float32)
+
     @property
     def zdim(self) -> int:
         return len(self.mean)
 
     def transform(self, z, chunk: int = 1 << 18) -> np.ndarray:
         """PC coordinates (N, zdim) float32 of latent points (N, zdim)."""
-        z = np.atleast_2d(np.asarray(z))
+        z = np.atleast_2d(np.asarray(z, np.float32))
         out = np.empty((len(z), self.zdim), np.float32)
         for s in range(0, len(z), chunk):
-            out[s : s + chunk] = (z[s : s + chunk] - self.mean) @ self.components.T
+            np.matmul(z[s : s + chunk] - self._mean32, self._proj32, out=out[s : s + chunk])
         return out
 
     def inverse(self, pcs, dims=None) -> np.ndarray:
