@@ -17,7 +17,8 @@ progress events.
   ``umap.png``, ``umap_hexbin.png``, and in each folder the path or centres drawn on the PCA
   and UMAP views.
 
-The anchors default to the particles nearest the two ends of the PC1 traversal. Everything is
+The anchors default to the particles nearest the two ends of the PC1 traversal among those in
+the largest connected part of the neighbour graph (outliers often sit alone). Everything is
 written into a hidden folder beside the target and renamed into place at the end; an existing
 analysis is replaced only with ``overwrite``; stopping the iterator early leaves nothing.
 """
@@ -44,7 +45,13 @@ from .cluster import kmeans, nearest_points
 from .embed import cached_umap, fit_pca, umap_available
 from .latents import Latents, analysis_dir, load_latents, umap_cache_paths
 from .runlog import read_losses
-from .traverse import graph_path, pc_traversal, resample_polyline
+from .traverse import (
+    graph_path,
+    largest_component,
+    neighbour_graph,
+    pc_traversal,
+    resample_polyline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +212,18 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
             figures.path_plot(folder / "umap.png", umap_xy, umap_xy[km.centers_ind], "UMAP1",
                               "UMAP2", connect=False)
 
-        anchors = st.anchors or tuple(int(i) for i in nearest_points(z, pc_ends))
+        graph = neighbour_graph(z, st.max_neighbors, st.avg_neighbors)
+        anchors = st.anchors
+        if anchors is None:  # the PC1 ends, among the particles of the graph's main part
+            main = largest_component(graph)
+            anchors = tuple(int(main[i]) for i in nearest_points(z[main], pc_ends))
         yield ev("step", f"graph traversal between particles {list(anchors)}")
         folder = tmp / "graph_traversal"
         folder.mkdir()
         gp, why = None, "its anchors are the same particle"
         if len(set(anchors)) > 1:
             try:
-                gp = graph_path(z, anchors, max_neighbors=st.max_neighbors,
-                                avg_neighbors=st.avg_neighbors)
+                gp = graph_path(z, anchors, graph=graph)
             except InputError as e:
                 why = str(e)
         if gp is None:

@@ -56,6 +56,14 @@ def neighbour_graph(z, max_neighbors: int = 10, avg_neighbors: float = 5.0):
     return csr_matrix((w, (rows[keep], nbr[keep])), shape=(n, n))
 
 
+def largest_component(graph) -> np.ndarray:
+    """Indices of the particles in the largest connected part of a neighbour graph."""
+    from scipy.sparse.csgraph import connected_components
+
+    _, lab = connected_components(graph, directed=False)
+    return np.flatnonzero(lab == np.bincount(lab).argmax())
+
+
 @dataclass
 class GraphPath:
     """Particle indices along the path (anchors included, each once), their latent points and
