@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from napari_cryodrgn.analysis import embed, figures
-from napari_cryodrgn.analysis.cluster import kmeans
+from napari_cryodrgn.analysis.cluster import kmeans, nearest_points
 from napari_cryodrgn.analysis.embed import cached_umap, fit_pca, read_umap, write_umap
 from napari_cryodrgn.analysis.runlog import read_losses
 from napari_cryodrgn.analysis.select import PointPicker, points_in_polygon, points_in_rect
 from napari_cryodrgn.analysis.traverse import (
     graph_path,
+    largest_component,
     neighbour_graph,
     pc_traversal,
     resample_polyline,
@@ -83,6 +84,20 @@ def test_kmeans_centres_are_particles_nearest_the_means():
     np.testing.assert_array_equal(again.labels, r.labels)
     with pytest.raises(InputError, match="at least 9"):
         kmeans(z[:5], 9)
+    # many particles: means fitted on a subset, every particle labelled by its nearest mean
+    big = kmeans(z, 7, seed=1, fit_max=200)
+    d = ((z[None] - big.means[:, None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(big.labels, d.argmin(0))
+    np.testing.assert_array_equal(big.centers_ind, d.argmin(1))
+
+
+def test_nearest_points_brute_force_and_tree_agree():
+    rng = np.random.default_rng(6)
+    data = rng.normal(size=(5000, 8)).astype(np.float32)
+    q = rng.normal(size=(300, 8))
+    ref = np.array([((data - x) ** 2).sum(1).argmin() for x in q])
+    np.testing.assert_array_equal(nearest_points(data, q), ref)  # KD-tree (> 256 queries)
+    np.testing.assert_array_equal(nearest_points(data, q[:20], chunk=777), ref[:20])
 
 
 def _dijkstra(graph, a, b):
@@ -133,10 +148,12 @@ def test_graph_path_follows_graph_links_between_anchors():
 
 
 def test_graph_path_reports_disconnected_anchors():
-    z = np.r_[np.zeros((50, 2)), np.full((50, 2), 100.0)] + np.random.default_rng(0).normal(
+    z = np.r_[np.zeros((60, 2)), np.full((40, 2), 100.0)] + np.random.default_rng(0).normal(
         size=(100, 2))
     with pytest.raises(InputError, match="not .*connected"):
         graph_path(z, [0, 99])
+    main = largest_component(neighbour_graph(z))  # the bigger blob, less its loose outliers
+    assert main.max() < 60 and len(main) > 40
 
 
 def test_resample_polyline_equal_arc_length():
