@@ -26,6 +26,7 @@ Views ("spaces"): ``"pca"`` (= ``"pca:0,1"``; ``"pca:i,j"`` any two PCs, 0-based
         # PCA: exact inverse (the other PCs at the mean); UMAP and z:i,j: the nearest
         # particle's z and index (snap=True does that for PCA too)
     s.nearest(space, xy, max_dist=None) -> particle index (-1: none within max_dist)
+    s.picker(space=None) -> PointPicker     # the view's KD-tree (built once, ~0.2 s for 1M)
     s.project(z, space=None, indices=None) -> (M, 2)   # latent points drawn on a view
     s.path_xy(name, space=None) -> (M, 2)
 
@@ -72,6 +73,7 @@ Paths (named latent point series; each a :class:`LatentPath` with ``z`` (M, zdim
     s.remove_path(name); s.clear_paths()
     s.pc_traversal(pc=1, n=10, lo=5, hi=95, add=True)        # name "pc1"
     s.graph_path(i, j, *more, add=True)                       # name "graph i-j"
+    s.neighbour_graph(max_neighbors=10, avg_neighbors=5)      # its graph (cached; slow >100k)
     s.straight_path(a, b, n=10, add=True)                     # particle indices or z vectors
     s.polyline_path(space, xy_points, n=10, add=True)         # vertices via latent_at
     s.kmeans_path(k=None, add=True)                           # name "kmeans20"

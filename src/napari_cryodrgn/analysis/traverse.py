@@ -45,7 +45,7 @@ def neighbour_graph(z, max_neighbors: int = 10, avg_neighbors: float = 5.0):
     if n < 2:
         raise InputError("a neighbour graph needs at least 2 particles")
     k = min(int(max_neighbors), n - 1)
-    dist, nbr = cKDTree(z).query(z, k=k + 1)
+    dist, nbr = cKDTree(z).query(z, k=k + 1, workers=-1)
     dist, nbr = dist[:, 1:], nbr[:, 1:]
     rows = np.repeat(np.arange(n), k)
     dist, nbr = dist.reshape(-1), nbr.reshape(-1)
