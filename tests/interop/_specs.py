@@ -30,7 +30,7 @@ THEIR_RUNS = {
 OUR_RUNS = {
     "gaussian-fourier-resid": dict(pe_type="gaussian", domain="fourier", encode_mode="resid",
                                    qdim=32, qlayers=2, pdim=32, players=2, zdim=3, epochs=2,
-                                   ind=True),
+                                   ind=True, inputs="star"),
     "geom_lowf-fourier-mlp": dict(pe_type="geom_lowf", pe_dim=5, domain="fourier",
                                   encode_mode="mlp", qdim=24, qlayers=1, pdim=40, players=2,
                                   zdim=2, activation="leaky_relu"),
@@ -48,6 +48,9 @@ OUR_RUNS = {
 }
 
 ANALYZE_THEIRS = "gaussian-fourier-resid"  # cryodrgn analyze on their run (no UMAP: zdim 2)
-ANALYZE_OURS = "gaussian-fourier-resid"  # cryodrgn analyze (with UMAP) and filter on ours
+# cryodrgn analyze on our runs: with UMAP (needed by filter) on the run trained from a .star
+# (particles, poses and CTF) with --ind, and --skip-umap on one trained from pickles
+ANALYZE_OURS = {"gaussian-fourier-resid": [], "geom_lowf-fourier-mlp": ["--skip-umap"]}
+FILTER_OURS = "gaussian-fourier-resid"
 ANALYZE_ARGS = ["--pc", "2", "--n-per-pc", "3", "--ksample", "4"]
 FILTER_PRESELECT = np.array([0, 3, 10, 50, 95])  # rows of z.N.pkl that filter will save

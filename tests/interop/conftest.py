@@ -15,6 +15,7 @@ from _specs import (
     ANALYZE_ARGS,
     ANALYZE_OURS,
     ANALYZE_THEIRS,
+    FILTER_OURS,
     FILTER_PRESELECT,
     N_SELECT,
     OUR_RUNS,
@@ -141,7 +142,11 @@ def their_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
 def _train_ours(run: Run, d: dict) -> None:
     from napari_cryodrgn.cli import main
 
-    argv = ["train", str(d["particles"]), "--poses", str(d["poses"]), "--ctf", str(d["ctf"]),
+    if run.spec.get("inputs") == "star":  # particles, poses and CTF from the simulator's .star
+        inputs = [d["star"], "--poses", d["star"], "--ctf", d["star"]]
+    else:
+        inputs = [d["particles"], "--poses", d["poses"], "--ctf", d["ctf"]]
+    argv = ["train", *[str(a) for a in inputs],
             "-o", str(run.workdir), "-n", str(run.epochs), "-b", "16", "--seed", "0",
             "--device", "cpu", "--precision", "fp32", "-q",
             *[str(a) for a in _net_flags(run.spec)]]
@@ -154,7 +159,7 @@ def _train_ours(run: Run, d: dict) -> None:
 @pytest.fixture(scope="session")
 def our_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
     """Our CLI trains every OUR_RUNS configuration; then one cryoDRGN process runs
-    ``eval_vol`` on each, ``analyze`` (with UMAP) and ``filter -f`` on one."""
+    ``eval_vol`` on each, ``analyze`` on two and ``filter -f`` on one."""
     root = tmp_path_factory.mktemp("our_runs")
     d = interop_data
     runs = {}
@@ -170,11 +175,14 @@ def our_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
     jobs = []
     for run in runs.values():
         jobs += _eval_jobs(run, "")
-    an = runs[ANALYZE_OURS]
+    for name, flags in ANALYZE_OURS.items():
+        an = runs[name]
+        jobs.append(job(f"analyze:{name}", ["analyze", an.workdir, an.epochs, *ANALYZE_ARGS,
+                                            *flags]))
+    an = runs[FILTER_OURS]
     pre = root / "preselect.pkl"
     save_index(pre, FILTER_PRESELECT)
     (root / "selection").mkdir()
-    jobs.append(job(f"analyze:{an.name}", ["analyze", an.workdir, an.epochs, *ANALYZE_ARGS]))
     jobs.append(job(f"filter:{an.name}", ["filter", an.workdir, "--epoch", an.epochs, "-k", 4,
                                           "-f", "--plot-inds", pre, "--sel-dir",
                                           root / "selection"]))

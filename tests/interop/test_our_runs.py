@@ -2,13 +2,15 @@
 
 Our CLI (``napari-cryodrgn train``) trains six tiny runs (``_specs.OUR_RUNS``: every positional
 encoding, both domains, both encoders, zdim 1 to 8, a residual first layer, encoder masks
-5, 6, 8 and none, ``--ind``). Then cryoDRGN, reading only our ``config.yaml``,
-``weights.N.pkl`` and ``z.N.pkl``:
+5, 6, 8 and none, ``--ind``; one run takes particles, poses and CTF from a RELION .star).
+Then cryoDRGN, reading only our ``config.yaml``, ``weights.N.pkl`` and ``z.N.pkl``:
 
 - ``cryodrgn eval_vol`` decodes the maps we decode at the same latent points, for every epoch;
-- ``cryodrgn analyze`` (PCA traversals, k-means, UMAP) writes maps that equal ours at the z
-  values it chose, with centres that are rows of our ``z.N.pkl`` and the voxel size we record;
-  we read its ``umap.pkl`` and ``labels.pkl``;
+- ``cryodrgn analyze`` (PCA traversals, k-means, UMAP; on the .star run and on a run trained
+  from pickles) writes maps that equal ours at the z values it chose, with centres that are
+  rows of our ``z.N.pkl`` and the voxel size we record; we read its ``umap.pkl`` and
+  ``labels.pkl``. (cryoDRGN unpickles the poses and CTF our config names: a run trained from
+  a .star or .cs records them as pickles written into the run folder);
 - ``cryodrgn filter -f`` (4.3.1's flag: ``--force``, save ``indices.pkl`` without prompting;
   the selection is pre-set with ``--plot-inds`` since there is no one to draw a lasso) reads our
   run, our ``--ind`` pickle and its analysis, and saves a selection in the original stack's
@@ -17,12 +19,16 @@ encoding, both domains, both encoders, zdim 1 to 8, a residual first layer, enco
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from _cryodrgn import assert_maps_agree, read_map
-from _specs import ANALYZE_OURS, FILTER_PRESELECT, OUR_RUNS
+from _specs import ANALYZE_OURS, FILTER_OURS, FILTER_PRESELECT, OUR_RUNS
 
+from napari_cryodrgn.io.ctf import load_ctf
 from napari_cryodrgn.io.index import load_index
+from napari_cryodrgn.io.poses import load_poses
 from napari_cryodrgn.io.safepickle import load_pickle
 from napari_cryodrgn.model.load import load_run
 from napari_cryodrgn.training.checkpoint import load_z
@@ -51,15 +57,16 @@ def test_eval_vol_reads_our_run(our_runs, name, tmp_path):
                           f"{name} CLI z #{i}", f"ours {name} (our CLI)")
 
 
-def test_analyze_reads_our_run(our_runs, interop_data):
-    name = ANALYZE_OURS
+@pytest.mark.parametrize("name", list(ANALYZE_OURS))
+def test_analyze_reads_our_run(our_runs, interop_data, name):
     run = our_runs.runs[name]
     our_runs.jobs.check(f"analyze:{name}")
     folder = run.workdir / f"analyze.{run.epochs}"
     loaded = load_run(run.workdir, run.epochs)
     dec = loaded.volume_decoder(precision="fp32")
     z = load_z(run.workdir / f"z.{run.epochs}.pkl")[0]
-    assert len(z) == len(interop_data["ind_array"])
+    n = len(interop_data["ind_array"]) if run.spec.get("ind") else interop_data["n"]
+    assert len(z) == n
 
     km = folder / "kmeans4"
     labels = load_pickle(km / "labels.pkl")
@@ -67,8 +74,9 @@ def test_analyze_reads_our_run(our_runs, interop_data):
     assert labels.shape == (len(z),) and set(np.unique(labels)) <= set(range(4))
     np.testing.assert_allclose(np.loadtxt(km / "centers.txt"), z[centers_ind], rtol=1e-6,
                                atol=1e-6)
-    umap = load_pickle(folder / "umap.pkl")
-    assert umap.shape == (len(z), 2) and np.isfinite(umap).all()
+    if "--skip-umap" not in ANALYZE_OURS[name]:
+        umap = load_pickle(folder / "umap.pkl")
+        assert umap.shape == (len(z), 2) and np.isfinite(umap).all()
 
     apix = float(loaded.config["dataset_args"]["apix"])
     n_maps = 0
@@ -91,7 +99,7 @@ def test_analyze_reads_our_run(our_runs, interop_data):
 
 
 def test_filter_reads_our_run(our_runs, interop_data):
-    name = ANALYZE_OURS
+    name = FILTER_OURS
     our_runs.jobs.check(f"analyze:{name}")
     our_runs.jobs.check(f"filter:{name}")
     sel = our_runs.root / "selection"
@@ -102,3 +110,20 @@ def test_filter_reads_our_run(our_runs, interop_data):
     rest = load_index(sel / "indices_inverse.pkl", n=n)
     # cryoDRGN's inverse is the rest of the particles the run trained on (not of the stack)
     np.testing.assert_array_equal(rest, np.setdiff1d(ind, ind[FILTER_PRESELECT]))
+
+
+def test_run_from_star_records_cryodrgn_pickles(our_runs, interop_data):
+    """A run trained from a .star records its poses and CTF as cryoDRGN pickles of the whole
+    table (cryoDRGN's analyze and filter unpickle them), and the .star as their source."""
+    (name,) = [k for k, s in OUR_RUNS.items() if s.get("inputs") == "star"]
+    ds = load_run(our_runs.runs[name].workdir).config["dataset_args"]
+    star = str(interop_data["star"])
+    assert ds["particles"] == star and ds["poses_source"] == star and ds["ctf_source"] == star
+    with open(ds["poses"], "rb") as f:  # plain pickles, as cryoDRGN reads them
+        rot, trans = pickle.load(f)
+    with open(ds["ctf"], "rb") as f:
+        ctf = pickle.load(f)
+    np.testing.assert_array_equal(rot, load_poses(star)[0])
+    np.testing.assert_array_equal(trans, load_poses(star)[1])
+    np.testing.assert_array_equal(ctf, load_ctf(star))
+    assert rot.shape == (interop_data["n"], 3, 3)  # every particle: --ind indexes these

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import sys
 from pathlib import Path
@@ -13,12 +14,16 @@ from .. import __version__
 from ..errors import InputError
 from ..io.atomic import atomic_write
 
+log = logging.getLogger(__name__)
+
 
 def save_config(path: str | os.PathLike, dataset_args: dict, lattice_args: dict,
                 model_args: dict, seed: int, extra: dict | None = None) -> None:
-    """Write config.yaml atomically."""
+    """Write config.yaml atomically (.star/.cs poses and CTF recorded as pickles: see
+    :func:`pickled_metadata`)."""
+    D_img = int(lattice_args["D"]) - 1 if lattice_args.get("D") else None
     cfg = {
-        "dataset_args": dataset_args,
+        "dataset_args": pickled_metadata(Path(path).parent, dataset_args, D_img),
         "lattice_args": lattice_args,
         "model_args": model_args,
         "seed": int(seed),
@@ -30,6 +35,43 @@ def save_config(path: str | os.PathLike, dataset_args: dict, lattice_args: dict,
         cfg.update(extra)
     with atomic_write(path, "w") as f:
         yaml.safe_dump(_plain(cfg), f, sort_keys=False)
+
+
+def pickled_metadata(outdir: Path, dataset_args: dict, D_img: int | None) -> dict:
+    """``dataset_args`` with .star/.cs ``poses`` and ``ctf`` swapped for cryoDRGN pickles.
+
+    cryoDRGN's ``analyze`` and ``filter`` unpickle ``dataset_args['poses']`` and ``['ctf']``
+    (its own runs always hold pickles there), so a run trained from a .star or .cs file would
+    stop them. The file's whole table (every particle: ``ind`` refers to them) is written to
+    ``outdir/poses.pkl`` / ``outdir/ctf.pkl`` and recorded instead; the source file stays under
+    ``poses_source`` / ``ctf_source``. A file that cannot be converted keeps its path.
+    """
+    from ..io.ctf import load_ctf, save_ctf
+    from ..io.poses import load_poses, save_poses
+
+    ds = dict(dataset_args)
+    apix = ds.get("apix")
+    for key in ("poses", "ctf"):
+        src = ds.get(key)
+        if not src or Path(src).suffix.lower() == ".pkl":
+            continue
+        out = Path(outdir) / f"{key}.pkl"
+        try:
+            if key == "poses":
+                save_poses(out, *load_poses(src, D=D_img, apix=apix))
+            else:
+                try:
+                    table = load_ctf(src)
+                except InputError:  # no box or pixel size in the file: the run's
+                    table = load_ctf(src, D=D_img, apix=apix)
+                save_ctf(out, table)
+        except (InputError, OSError) as e:
+            log.warning("%s: not converted to a cryoDRGN pickle (%s); cryoDRGN's analyze and "
+                        "filter will not read this run's %s", src, e, key)
+            continue
+        ds[f"{key}_source"] = src
+        ds[key] = str(out.resolve())
+    return ds
 
 
 def load_config(path: str | os.PathLike) -> dict:
