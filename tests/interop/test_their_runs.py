@@ -13,7 +13,8 @@ residual, encoder masks of radius 5, 6, 8 and none, ``--no-window``, ``--uninver
 - their ``z.N.pkl`` loads through our restricted reader, and our encoder with their weights and
   our preprocessing reproduces their ``z_mu`` from the particles;
 - ``cryodrgn analyze`` output in their folder (``analyze.N/pc1``, ``kmeansK``): we decode the
-  same maps at the z values it wrote, and read its pickles.
+  same maps at the z values it wrote, and read its pickles; our ``napari-cryodrgn analyze`` on
+  their folder traverses the PCs through the same latent points and writes the same maps.
 """
 
 from __future__ import annotations
@@ -145,3 +146,34 @@ def test_their_analyze_folder(their_runs):
                               f"theirs {name} (analyze)")
             n_maps += 1
     assert n_maps == 3 + 3 + 4
+
+
+def test_our_cli_analyze_on_their_run(their_runs, tmp_path):
+    """``napari-cryodrgn analyze`` on their folder (which holds cryoDRGN's own analyze.N):
+    the PC traversals run through the same latent points, and the maps equal cryoDRGN's."""
+    from napari_cryodrgn.cli import main
+
+    name = ANALYZE_THEIRS
+    run = _run(their_runs, name)
+    their_runs.jobs.check(f"analyze:{name}")
+    theirs_dir = run.workdir / f"analyze.{run.epochs}"
+    out = tmp_path / "ours"
+    assert main(["analyze", str(run.workdir), "--epoch", str(run.epochs), "--skip-umap",
+                 "--pc", "2", "--n-per-pc", "3", "--ksample", "4", "-o", str(out),
+                 "--device", "cpu"]) == 0
+    z = load_z(run.workdir / f"z.{run.epochs}.pkl")[0]
+    for sub in ("pc1", "pc2"):
+        ours_z = np.loadtxt(out / sub / "z_values.txt", ndmin=2)
+        theirs_z = np.loadtxt(theirs_dir / sub / "z_values.txt", ndmin=2)
+        order = np.arange(len(ours_z))
+        if not np.allclose(ours_z, theirs_z, atol=1e-5):  # a PC's sign is arbitrary
+            order = order[::-1]
+        np.testing.assert_allclose(ours_z[order], theirs_z, atol=1e-5, err_msg=sub)
+        for i, j in enumerate(order):
+            ours, _ = read_map(out / sub / f"vol_{j + 1:03d}.mrc")
+            theirs, _ = read_map(theirs_dir / sub / f"vol_{i + 1:03d}.mrc")
+            assert_maps_agree(ours, theirs, f"{name} our analyze {sub} #{i}",
+                              f"theirs {name} (our analyze)")
+    centers = np.loadtxt(out / "kmeans4" / "centers_ind.txt", dtype=np.int64)
+    np.testing.assert_allclose(np.loadtxt(out / "kmeans4" / "z_values.txt", ndmin=2),
+                               z[centers], atol=1e-6)
