@@ -25,6 +25,7 @@ class MrcHeader:
     dtype: np.dtype
     offset: int
     apix: float | None
+    stack: bool = False  # an image stack (space group 0, one section per image)
 
     @property
     def nbytes(self) -> int:
@@ -66,7 +67,9 @@ def read_mrc_header(path: str | os.PathLike) -> MrcHeader:
     dtype = np.dtype(MODES[mode]).newbyteorder(order)
     mx, cella_x = int(ints[7]), float(floats[10])
     apix = cella_x / mx if mx > 0 and np.isfinite(cella_x) and cella_x > 0 else None
-    header = MrcHeader(path, (nz, ny, nx), dtype, HEADER_BYTES + nsymbt, apix)
+    ispg, mz = int(ints[22]), int(ints[9])
+    stack = nz > 1 and ispg == 0 and mz != nz
+    header = MrcHeader(path, (nz, ny, nx), dtype, HEADER_BYTES + nsymbt, apix, stack)
     if size < header.offset + header.nbytes:
         per_image = ny * nx * dtype.itemsize
         held = max(size - header.offset, 0) // per_image

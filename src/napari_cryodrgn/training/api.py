@@ -120,3 +120,25 @@ def train_from_args(args) -> int:
     if bar is not None:
         bar.close()
     return 0
+
+
+def resume_trainer(outdir, num_epochs: int | None = None) -> Trainer:
+    """A trainer that continues the run in ``outdir`` from its latest checkpoint, with the
+    inputs and settings recorded in its config.yaml (``num_epochs`` may extend it)."""
+    from .config import load_config
+
+    outdir = Path(outdir)
+    cfg = load_config(outdir)
+    ds, ta = cfg["dataset_args"], dict(cfg.get("train_args") or {})
+    if not ds.get("particles") or not ds.get("poses"):
+        raise InputError(f"{outdir}/config.yaml does not record the particles and poses")
+    skip = ("outdir", "load", "model", "dataset_args", "num_epochs")
+    cfg_fields = TrainConfig.__dataclass_fields__.keys()
+    kwargs = {k: v for k, v in ta.items() if k in cfg_fields and k not in skip}
+    margs = {k: v for k, v in cfg["model_args"].items() if k in ModelArgs.__dataclass_fields__}
+    zdim = int(margs.pop("zdim"))
+    kwargs.update(margs)
+    kwargs["num_epochs"] = int(num_epochs or ta.get("num_epochs") or 1)
+    return make_trainer(ds["particles"], ds["poses"], outdir, zdim, ctf=ds.get("ctf"),
+                        ind=ds.get("ind"), datadir=ds.get("datadir"), apix=ds.get("apix"),
+                        load="latest", **kwargs)

@@ -256,6 +256,10 @@ class Trainer:
         save_config(self.outdir / "config.yaml", ds, lattice, self.cfg.model.to_dict(),
                     self.cfg.seed, extra)
 
+    def note(self, msg: str) -> None:
+        """Append a line to the run's run.log (for callers that drive the trainer)."""
+        self._log(msg)
+
     def _log(self, msg: str) -> None:
         with open(self.outdir / "run.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")

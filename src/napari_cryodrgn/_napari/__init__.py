@@ -1,0 +1,1 @@
+"""Everything that imports Qt or napari: dock widgets, reader, writer, sample data."""

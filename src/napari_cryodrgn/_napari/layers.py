@@ -1,0 +1,42 @@
+"""Layer data tuples for maps and particle stacks (voxel size as scale, z-y-x order)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def iso_threshold(vol: np.ndarray) -> float:
+    """An iso level from the map's own statistics: mean + 2 std, kept below the maximum."""
+    v = np.asarray(vol, np.float32)
+    mean, std, vmax = float(v.mean()), float(v.std()), float(v.max())
+    return min(mean + 2.0 * std, mean + 0.8 * (vmax - mean)) if std > 0 else vmax
+
+
+def map_layer(vol: np.ndarray, apix: float, name: str, metadata: dict | None = None) -> tuple:
+    """A 3D map as an Image layer: iso rendering, voxel size in Angstrom as scale."""
+    vol = np.asarray(vol, np.float32)
+    lo, hi = float(vol.min()), float(vol.max())
+    kwargs = {
+        "name": name,
+        "scale": (apix,) * vol.ndim,
+        "units": ("angstrom",) * vol.ndim,
+        "rendering": "iso",
+        "iso_threshold": iso_threshold(vol),
+        "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
+        "colormap": "gray",
+        "metadata": {"apix": apix, **(metadata or {})},
+    }
+    return (vol, kwargs, "image")
+
+
+def stack_layer(stack: np.ndarray, apix: float, name: str, metadata: dict | None = None) -> tuple:
+    """A particle stack as a stack of 2D images (slider over particles), not a volume."""
+    kwargs = {
+        "name": name,
+        "scale": (1.0, apix, apix),
+        "units": ("pixel", "angstrom", "angstrom"),
+        "axis_labels": ("particle", "y", "x"),
+        "colormap": "gray",
+        "metadata": {"apix": apix, "particle_stack": True, **(metadata or {})},
+    }
+    return (stack, kwargs, "image")

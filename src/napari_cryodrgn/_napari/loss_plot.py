@@ -1,0 +1,46 @@
+"""Live training curves (reconstruction error and KL divergence) with pyqtgraph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+
+class LossPlot(QWidget):
+    """Two stacked plots sharing the epoch axis: reconstruction error and KL divergence."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.view = pg.GraphicsLayoutWidget(self)
+        self.view.setMinimumHeight(180)
+        self.recon_plot = self.view.addPlot(row=0, col=0)
+        self.recon_plot.setLabel("left", "reconstruction")
+        self.kl_plot = self.view.addPlot(row=1, col=0)
+        self.kl_plot.setLabel("left", "KL")
+        self.kl_plot.setLabel("bottom", "epoch")
+        self.kl_plot.setXLink(self.recon_plot)
+        self.recon_curve = self.recon_plot.plot(pen=pg.mkPen("#4fc3f7", width=2))
+        self.kl_curve = self.kl_plot.plot(pen=pg.mkPen("#ffb74d", width=2))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.view)
+        self.clear()
+
+    def clear(self) -> None:
+        self.x: list[float] = []
+        self.recon: list[float] = []
+        self.kl: list[float] = []
+        self.recon_curve.setData([], [])
+        self.kl_curve.setData([], [])
+
+    def add(self, x: float, recon: float, kl: float) -> None:
+        """Append one point (x in epochs) and redraw."""
+        if self.x and x <= self.x[-1]:
+            return
+        self.x.append(x)
+        self.recon.append(recon)
+        self.kl.append(kl)
+        xs = np.asarray(self.x)
+        self.recon_curve.setData(xs, np.asarray(self.recon))
+        self.kl_curve.setData(xs, np.asarray(self.kl))

@@ -1,0 +1,82 @@
+"""napari reader: .mrc/.map maps, .mrcs particle stacks, and training folders (ours or
+cryoDRGN's). Declines (returns None) what it cannot read; a claimed file that turns out to be
+broken gives one clear notification and no layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..analysis.overview import is_run_folder, typical_map
+from ..errors import InputError
+from ..io.mrc import memmap_mrc, read_mrc_header
+from .layers import map_layer, stack_layer
+from .notify import user_error
+
+MAP_SUFFIXES = (".mrc", ".map")
+STACK_SUFFIXES = (".mrcs",)
+NOTHING = [(None,)]  # napari's "read, but no layers" sentinel
+
+
+def get_reader(path):
+    """Return a reader function for ``path`` when it is ours to read, else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(_claims(p) for p in paths):
+        return None
+    return read_paths
+
+
+def _claims(path) -> bool:
+    p = Path(path)
+    if p.is_dir():
+        return is_run_folder(p)
+    return p.suffix.lower() in MAP_SUFFIXES + STACK_SUFFIXES
+
+
+def read_paths(path) -> list:
+    """Layer data for each path; broken files are reported, not raised."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    layers = []
+    for p in map(Path, paths):
+        try:
+            layers.extend(read_run(p) if p.is_dir() else read_mrc_file(p))
+        except InputError as e:
+            user_error(e, "napari-cryodrgn could not open it")
+    return layers or NOTHING
+
+
+def read_mrc_file(path: Path) -> list:
+    """A volume as a 3D map layer, a stack (.mrcs or a space-group-0 .mrc) as 2D images."""
+    header = read_mrc_header(path)
+    apix = header.apix or 1.0
+    data = memmap_mrc(header)
+    if path.suffix.lower() in STACK_SUFFIXES or header.stack or header.shape[0] == 1:
+        if header.shape[0] == 1:
+            img = np.array(data[0], np.float32)
+            return [(img, _image_kwargs(apix, path.stem), "image")]
+        layer = stack_layer(data, apix, path.stem, {"path": str(path)})
+        layer[1]["contrast_limits"] = _sample_limits(data)
+        return [layer]
+    return [map_layer(np.array(data, np.float32), apix, path.stem, {"path": str(path)})]
+
+
+def _image_kwargs(apix: float, name: str) -> dict:
+    return {"name": name, "scale": (apix, apix), "units": ("angstrom", "angstrom"),
+            "colormap": "gray", "metadata": {"apix": apix}}
+
+
+def _sample_limits(stack) -> tuple[float, float]:
+    """Contrast limits from up to 64 images spread through a (memory-mapped) stack."""
+    idx = np.unique(np.linspace(0, len(stack) - 1, min(64, len(stack))).astype(int))
+    sample = np.asarray(stack[idx], np.float32)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
+
+
+def read_run(path: Path) -> list:
+    """A training folder: the map of its most typical particle at the latest epoch."""
+    ov = typical_map(path)
+    epoch = "final" if ov.epoch is None else f"epoch {ov.epoch}"
+    meta = {"run": str(path), "epoch": ov.epoch, "z": ov.z.tolist(), "particle": ov.particle}
+    return [map_layer(ov.volume, ov.apix, f"{path.name} ({epoch})", meta)]

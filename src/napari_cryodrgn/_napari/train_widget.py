@@ -1,0 +1,471 @@
+"""The Train dock: inputs, Start / Stop / Resume, live progress, loss curves and latent preview.
+
+Training runs the engine's :class:`~napari_cryodrgn.training.trainer.Trainer` in a napari
+generator worker; only the main thread touches widgets and layers. The worker leaves the GUI a
+CPU core (torch thread count) so the window keeps serving events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import InputError, TrainingDiverged
+from ..io.mrc import read_mrc_header
+from ..training.checkpoint import epochs_in
+from .loss_plot import LossPlot
+from .notify import show_error, show_info
+from .widgets import PathEdit, format_duration
+
+log = logging.getLogger(__name__)
+
+#: Network presets: (layers, width) of encoder and decoder.
+PRESETS = {
+    "tiny, for a quick look (64 x 2)": (2, 64),
+    "small (256 x 3)": (3, 256),
+    "medium (512 x 3)": (3, 512),
+    "cryoDRGN default (1024 x 3)": (3, 1024),
+}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PARTICLE_FILTER = "Particles (*.mrcs *.mrc *.star *.cs *.txt);;All files (*)"
+META_FILTER = "Poses / CTF (*.pkl *.star *.cs);;All files (*)"
+SHUTDOWN_WAIT_S = 60.0
+
+
+def gui_threads() -> int:
+    """Torch threads for training in the GUI: every core but one."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def preset_for_box(D: int) -> str:
+    """A network size that trains in reasonable time for the box size."""
+    if D <= 64:
+        return "small (256 x 3)"
+    if D <= 160:
+        return "medium (512 x 3)"
+    return "cryoDRGN default (1024 x 3)"
+
+
+def pca2(z: np.ndarray) -> np.ndarray:
+    """First two principal components of z (N x 2; zeros for a 1D latent's second column)."""
+    zc = z - z.mean(0)
+    _, _, vt = np.linalg.svd(zc[:: max(1, len(zc) // 50000)], full_matrices=False)
+    pc = zc @ vt[:2].T
+    return pc if pc.shape[1] == 2 else np.c_[pc, np.zeros(len(pc))]
+
+
+class RunControl:
+    """What a running job needs to be stopped, free of Qt so it outlives a closed widget."""
+
+    def __init__(self):
+        self.trainer = None
+        self.stop_requested = False
+        self.done = threading.Event()
+        self.events = None  # the job's generator (see _train_events)
+
+    def close_events(self) -> None:
+        """Close the job's generator; napari abandons it when it aborts a worker on close."""
+        if self.events is not None:
+            self.events.close()
+
+    def set_trainer(self, trainer) -> None:
+        self.trainer = trainer
+        if self.stop_requested:
+            trainer.cancel()
+
+    def stop(self, wait: float | None = None) -> bool:
+        """Ask the trainer to stop after its batch; optionally wait for the worker to end."""
+        self.stop_requested = True
+        if self.trainer is not None:
+            self.trainer.cancel()
+        return self.done.wait(wait) if wait is not None else self.done.is_set()
+
+
+def _stop_on_close(holder: dict, wait: float | None = None) -> None:
+    run = holder.get("run")
+    if run is not None:
+        run.stop(wait=wait)
+
+
+def _train_events(factory, done: threading.Event):
+    """The job: build the trainer, then forward its events ('trainer' first); errors become
+    ('error', message) items. Sets ``done`` however it ends."""
+    import torch
+
+    trainer = events = None
+    try:
+        torch.set_num_threads(gui_threads())
+        trainer = factory()
+        yield ("trainer", trainer)
+        events = trainer.run()
+        for ev in events:
+            if ev.kind == "checkpoint" and "z" in ev.extra:
+                ev.extra["pca"] = pca2(ev.extra.pop("z"))
+            yield ("event", ev)
+    except GeneratorExit:
+        if trainer is not None:
+            trainer.note("stopped: napari closed the training worker")
+        raise
+    except (InputError, TrainingDiverged) as e:
+        yield ("error", str(e))
+    except Exception as e:  # noqa: BLE001 - reported to the user, logged with traceback
+        log.exception("training failed")
+        yield ("error", f"training failed unexpectedly: {type(e).__name__}: {e}")
+    finally:
+        if events is not None:
+            events.close()
+        done.set()
+
+
+@thread_worker
+def _drive(events):
+    """napari generator worker over the job's events."""
+    yield from events
+
+
+class TrainWidget(QWidget):
+    """Dock widget that trains a model on particles with known poses and CTF."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker = None
+        self._holder = {"run": None}
+        self._build()
+        self._register_close_hook()
+        self.viewer.layers.selection.events.active.connect(self._on_active_layer)
+        self._on_active_layer()
+
+    # -- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.particles = PathEdit("file", PARTICLE_FILTER, ".mrcs, .star, .cs or .txt")
+        self.poses = PathEdit("file", META_FILTER, "pose .pkl (or the .star/.cs)")
+        self.ctf = PathEdit("file", META_FILTER, "CTF .pkl (or the .star/.cs)")
+        self.outdir = PathEdit("dir", placeholder="a new folder for the run")
+        self.zdim = _spin(1, 256, 8)
+        self.epochs = _spin(1, 10000, 20)
+        self.batch = _spin(1, 4096, 16)
+        self.beta = QDoubleSpinBox()
+        self.beta.setRange(0.0, 1000.0)
+        self.beta.setDecimals(4)
+        self.beta.setSingleStep(0.01)
+        self.beta.setSpecialValueText("auto (1 / zdim)")
+        self.lr = QDoubleSpinBox()
+        self.lr.setRange(1e-6, 1.0)
+        self.lr.setDecimals(6)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(1e-3)
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.preset.setCurrentText("small (256 x 3)")
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.seed = _spin(0, 2**31 - 1, 0)
+        self.particles.textChanged.connect(self._on_particles_changed)
+
+        form = QFormLayout()
+        for label, w in (("Particles", self.particles), ("Poses", self.poses),
+                         ("CTF", self.ctf), ("Output folder", self.outdir),
+                         ("Latent dim (zdim)", self.zdim), ("Epochs", self.epochs),
+                         ("Batch size", self.batch), ("Beta (KL weight)", self.beta),
+                         ("Learning rate", self.lr), ("Network", self.preset),
+                         ("Device", self.device), ("Seed", self.seed)):
+            form.addRow(label, w)
+        inputs = QGroupBox("Inputs and settings")
+        inputs.setLayout(form)
+
+        self.start_btn = QPushButton("Start")
+        self.stop_btn = QPushButton("Stop")
+        self.resume_btn = QPushButton("Resume")
+        self.start_btn.setToolTip("Train a new run in an empty or new output folder")
+        self.stop_btn.setToolTip("Stop after the current batch; the last checkpoint is kept")
+        self.resume_btn.setToolTip("Continue the run in the output folder up to Epochs")
+        self.start_btn.clicked.connect(self._on_start)
+        self.stop_btn.clicked.connect(self._on_stop)
+        self.resume_btn.clicked.connect(self._on_resume)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.stop_btn, self.resume_btn):
+            buttons.addWidget(b)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("idle")
+        self.status = QLabel("Choose particles, poses, CTF and an output folder.")
+        self.status.setWordWrap(True)
+        self.loss_plot = LossPlot()
+        self.latent = pg.PlotWidget()
+        self.latent.setMinimumHeight(160)
+        self.latent.setLabel("bottom", "PC1")
+        self.latent.setLabel("left", "PC2")
+        self.latent_points = pg.ScatterPlotItem(size=3, pen=None,
+                                                brush=pg.mkBrush(120, 200, 255, 90))
+        self.latent.addItem(self.latent_points)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(inputs)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.status)
+        lay.addWidget(QLabel("Loss"))
+        lay.addWidget(self.loss_plot)
+        lay.addWidget(QLabel("Latent space (PCA), after each checkpoint"))
+        lay.addWidget(self.latent)
+        self._set_running(False)
+
+    def _register_close_hook(self) -> None:
+        """Closing napari's window (which destroys the dock) stops a running training after
+        its current batch; quitting the application also waits for the worker to end, so the
+        last checkpoint on disk is complete. Checkpoints are written atomically either way."""
+        from functools import partial
+
+        from qtpy.QtWidgets import QApplication
+
+        holder = self._holder
+        self.destroyed.connect(lambda *_: _stop_on_close(holder))
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(partial(_stop_on_close, holder, SHUTDOWN_WAIT_S))
+
+    @property
+    def run_control(self) -> RunControl | None:
+        """The current (or last) job's control: trainer, stop flag, done event."""
+        return self._holder["run"]
+
+    # -- public helpers ----------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def set_inputs(self, particles=None, poses=None, ctf=None, outdir=None) -> None:
+        """Fill the path fields (used by sample data, tests and 'Train on selection')."""
+        for edit, value in ((self.particles, particles), (self.poses, poses),
+                            (self.ctf, ctf), (self.outdir, outdir)):
+            if value is not None:
+                edit.setText(value)
+
+    def use_layer_files(self, layer) -> bool:
+        """Fill empty path fields from a layer that knows its files (e.g. the sample data)."""
+        meta = getattr(layer, "metadata", None) or {}
+        if "particles" not in meta or self.particles.text():
+            return False
+        self.set_inputs(particles=meta["particles"], poses=meta.get("poses"),
+                        ctf=meta.get("ctf"))
+        return True
+
+    def settings(self) -> dict:
+        """Training settings from the form, as keyword arguments of ``make_trainer``."""
+        layers, width = PRESETS[self.preset.currentText()]
+        return dict(
+            zdim=self.zdim.value(), num_epochs=self.epochs.value(),
+            batch_size=self.batch.value(), lr=float(self.lr.value()),
+            beta=None if self.beta.value() == 0 else float(self.beta.value()),
+            qdim=width, qlayers=layers, pdim=width, players=layers,
+            device=self.device.currentText(), seed=self.seed.value(),
+        )
+
+    def shutdown(self, timeout: float = SHUTDOWN_WAIT_S) -> bool:
+        """Stop a running training and wait for its worker; True when it has ended.
+
+        The run stops after its current batch, the last complete checkpoint stays on disk,
+        and no late progress reaches the widgets.
+        """
+        run = self.run_control
+        ended = True if run is None else run.stop(wait=timeout)
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            for sig, slot in ((worker.yielded, self._on_yield),
+                              (worker.finished, self._on_finished)):
+                try:
+                    sig.disconnect(slot)
+                except (TypeError, RuntimeError):
+                    pass
+        return ended
+
+    # -- slots -------------------------------------------------------------------------------
+    def _on_active_layer(self, event=None) -> None:
+        layer = self.viewer.layers.selection.active
+        if layer is not None and self.use_layer_files(layer):
+            self.status.setText(f"Using the files of layer '{layer.name}'.")
+
+    def _on_particles_changed(self, text: str) -> None:
+        p = Path(text.strip())
+        if p.suffix.lower() in (".star", ".cs"):
+            for edit in (self.poses, self.ctf):
+                if not edit.text():
+                    edit.setText(str(p))
+        elif p.suffix.lower() in (".mrcs", ".mrc") and p.is_file():
+            try:
+                D = read_mrc_header(p).shape[-1]
+            except InputError:
+                return
+            self.preset.setCurrentText(preset_for_box(D))
+            self.batch.setValue(8 if D <= 48 else 16)
+
+    def _on_start(self) -> None:
+        if self.running:
+            return
+        try:
+            particles, poses, ctf, outdir = self._checked_inputs()
+            _refuse_nonempty(outdir)
+        except InputError as e:
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        kw = self.settings()
+
+        def factory():
+            from ..training.api import make_trainer
+
+            return make_trainer(particles, poses, outdir, ctf=ctf, **kw)
+
+        self.loss_plot.clear()
+        self.latent_points.setData([], [])
+        self._launch(factory, f"starting a new run in {outdir}")
+
+    def _on_resume(self) -> None:
+        if self.running:
+            return
+        outdir = self.outdir.text()
+        try:
+            if not outdir:
+                raise InputError("Choose the output folder of the run to resume.")
+            eps = epochs_in(outdir)
+            if not eps:
+                raise InputError(f"{outdir} holds no checkpoint (weights.N.pkl) to resume.")
+            if self.epochs.value() <= eps[-1]:
+                raise InputError(
+                    f"{outdir} already has {eps[-1]} epochs; set Epochs above {eps[-1]} "
+                    "to train further.")
+        except InputError as e:
+            show_error(str(e))
+            self.status.setText(str(e))
+            return
+        n = self.epochs.value()
+
+        def factory():
+            from ..training.api import resume_trainer
+
+            return resume_trainer(outdir, num_epochs=n)
+
+        self._launch(factory, f"resuming {outdir} from epoch {eps[-1]}")
+
+    def _on_stop(self) -> None:
+        if not self.running:
+            return
+        self.run_control.stop()
+        self.stop_btn.setEnabled(False)
+        self.progress.setFormat("stopping after this batch…")
+
+    def _launch(self, factory, message: str) -> None:
+        from qtpy.QtCore import Qt
+
+        run = self._holder["run"] = RunControl()
+        run.events = _train_events(factory, run.done)
+        self.worker = _drive(run.events)
+        # napari aborts its workers when the window closes; close the job in that thread
+        self.worker.aborted.connect(run.close_events, Qt.ConnectionType.DirectConnection)
+        self.worker.yielded.connect(self._on_yield)
+        self.worker.finished.connect(self._on_finished)
+        self._set_running(True)
+        self.status.setText(message)
+        self.progress.setValue(0)
+        self.progress.setFormat("preparing…")
+        self.worker.start()
+
+    def _on_yield(self, item) -> None:
+        kind, payload = item
+        if kind == "trainer":
+            self.run_control.set_trainer(payload)
+        elif kind == "error":
+            show_error(payload)
+            self.status.setText(payload)
+        else:
+            self._on_progress(payload)
+
+    def _on_progress(self, ev) -> None:
+        if ev.kind == "start":
+            self.status.setText(f"training {ev.n_epochs} epochs on {ev.total} particles "
+                                f"({ev.message})")
+        elif ev.kind == "batch":
+            self.progress.setValue(int(1000 * ev.fraction))
+            self.progress.setFormat(
+                f"epoch {ev.epoch}/{ev.n_epochs} · {ev.images_per_s:.0f} images/s · "
+                f"ETA {format_duration(ev.eta_s)}")
+            self.loss_plot.add(ev.epoch - 1 + ev.done / max(ev.total, 1), ev.gen_loss, ev.kld)
+        elif ev.kind == "epoch":
+            self.status.setText(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.loss:.5f} "
+                                f"(reconstruction {ev.gen_loss:.5f}, KL {ev.kld:.3f})")
+        elif ev.kind == "checkpoint":
+            pc = ev.extra.get("pca")
+            if pc is not None:
+                show = pc[:: max(1, len(pc) // 20000)]
+                self.latent_points.setData(show[:, 0], show[:, 1])
+            self.status.setText(f"epoch {ev.epoch}: saved {ev.message}")
+        elif ev.kind in ("cancelled", "done"):
+            if ev.kind == "done":
+                self.progress.setValue(1000)
+            msg = ev.message if ev.kind == "cancelled" else f"training finished: {ev.message}"
+            self.status.setText(msg)
+            show_info(msg)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._set_running(False)
+        self.progress.setFormat("idle" if self.progress.value() < 1000 else "done")
+
+    def _set_running(self, running: bool) -> None:
+        for w in (self.start_btn, self.resume_btn):
+            w.setEnabled(not running)
+        self.stop_btn.setEnabled(running)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _checked_inputs(self):
+        particles, poses, ctf, outdir = (e.text() for e in (self.particles, self.poses,
+                                                             self.ctf, self.outdir))
+        if not particles:
+            raise InputError("Choose a particle file (.mrcs, .star, .cs or .txt).")
+        if not poses:
+            raise InputError("Choose a pose file (.pkl, or the .star/.cs with the particles).")
+        if not outdir:
+            raise InputError("Choose an output folder for the run.")
+        for label, p in (("Particles", particles), ("Poses", poses), ("CTF", ctf)):
+            if p and not Path(p).is_file():
+                raise InputError(f"{label}: {p} does not exist.")
+        return particles, poses, ctf or None, outdir
+
+
+def _refuse_nonempty(outdir: str) -> None:
+    p = Path(outdir)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"Output folder {p} is an existing file; choose a folder name.")
+    if p.is_dir() and any(p.iterdir()):
+        what = "holds a training run" if epochs_in(p) else "is not empty"
+        raise InputError(f"Output folder {p} {what}; nothing was overwritten. Choose a new "
+                         "folder, or press Resume to continue a run in it.")
+
+
+def _spin(lo: int, hi: int, value: int) -> QSpinBox:
+    s = QSpinBox()
+    s.setRange(lo, hi)
+    s.setValue(value)
+    return s

@@ -1,0 +1,60 @@
+"""GUI test fixtures: a real napari viewer on screen (Xvfb + Mesa in CI), notifications and
+test artefacts (screenshots, measurements) under ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ARTIFACTS = Path(os.environ.get("NAPARI_CRYODRGN_ARTIFACTS",
+                                Path(__file__).resolve().parents[2] / "test-artifacts"))
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A shown viewer (screenshots of the canvas need a real window)."""
+    return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def notes():
+    """Notifications shown during the test: a list of (severity, message)."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def grab(event):
+        n = event.value if hasattr(event, "value") else event
+        seen.append((str(n.severity), str(n.message)))
+
+    notification_manager.notification_ready.connect(grab)
+    yield seen
+    notification_manager.notification_ready.disconnect(grab)
+
+
+@pytest.fixture(autouse=True)
+def _cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Sample data goes to a per-session cache, not the user's home."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory):
+    """A 2-epoch run on the tiny dataset (checkpoints weights.1/2, z.1/2)."""
+    from napari_cryodrgn.training.api import make_trainer
+
+    out = tmp_path_factory.mktemp("tiny_run") / "run"
+    d = tiny_dataset
+    t = make_trainer(d["particles"], d["poses"], out, 2, ctf=d["ctf"], num_epochs=2,
+                     qdim=32, qlayers=1, pdim=32, players=1, batch_size=16, precision="fp32")
+    for _ in t.run():
+        pass
+    return out

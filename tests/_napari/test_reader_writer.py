@@ -1,0 +1,86 @@
+"""Reader and writer in a real viewer: voxel size kept, stacks as 2D images, runs as maps,
+foreign files declined, broken files reported."""
+
+import numpy as np
+import pytest
+
+from napari_cryodrgn._napari.reader import get_reader
+from napari_cryodrgn.io.mrc import read_mrc, write_mrc
+
+PLUGIN = "napari-cryodrgn"
+
+
+def _blob(D=24):
+    g = np.mgrid[:D, :D, :D].astype(np.float32) - D / 2
+    return np.exp(-(g[0] ** 2 + (g[1] - 3) ** 2 + g[2] ** 2) / 18).astype(np.float32)
+
+
+def test_map_round_trip_keeps_voxel_size(viewer, tmp_path):
+    vol = _blob()
+    write_mrc(tmp_path / "map.mrc", vol, apix=2.37)
+    layers = viewer.open(tmp_path / "map.mrc", plugin=PLUGIN)
+    (layer,) = layers
+    assert layer.ndim == 3 and layer.rendering == "iso"
+    np.testing.assert_allclose(layer.scale, [2.37] * 3, rtol=1e-6)
+    np.testing.assert_array_equal(layer.data, vol)
+    assert vol.min() < layer.iso_threshold < vol.max()
+    out = tmp_path / "saved.map"
+    written = viewer.layers.save(str(out), selected=False, plugin=PLUGIN)
+    assert written == [str(out)]
+    back, apix = read_mrc(out)
+    np.testing.assert_array_equal(back, vol)
+    assert apix == pytest.approx(2.37, rel=1e-6)
+
+
+def test_writer_takes_voxel_size_from_scale(viewer, tmp_path):
+    viewer.add_image(_blob(16), scale=(1.5, 1.5, 1.5), name="m")
+    viewer.layers.save(str(tmp_path / "m.mrc"), plugin=PLUGIN)
+    assert read_mrc(tmp_path / "m.mrc")[1] == pytest.approx(1.5)
+
+
+def test_stack_opens_as_2d_images(viewer, tmp_path):
+    stack = np.random.default_rng(0).normal(size=(7, 16, 16)).astype(np.float32)
+    write_mrc(tmp_path / "p.mrcs", stack, apix=3.1)
+    (layer,) = viewer.open(tmp_path / "p.mrcs", plugin=PLUGIN)
+    assert layer.metadata["particle_stack"] and layer.data.shape == (7, 16, 16)
+    np.testing.assert_allclose(layer.scale[1:], [3.1, 3.1], rtol=1e-6)
+    assert layer.scale[0] == 1.0 and layer.rendering != "iso"
+    # a stack saved from the layer stays a stack with the pixel size
+    viewer.layers.save(str(tmp_path / "copy.mrc"), plugin=PLUGIN)
+    back, apix = read_mrc(tmp_path / "copy.mrc")
+    np.testing.assert_array_equal(back, stack)
+    assert apix == pytest.approx(3.1, rel=1e-6)
+
+
+def test_declines_what_it_cannot_read(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")
+    (tmp_path / "folder").mkdir()
+    assert get_reader(str(tmp_path / "a.tif")) is None
+    assert get_reader(str(tmp_path / "folder")) is None
+    assert get_reader(str(tmp_path / "x.mrc")) is not None
+
+
+def test_broken_file_gives_a_clear_notification(viewer, tmp_path, notes):
+    bad = tmp_path / "broken.mrc"
+    bad.write_bytes(b"not an mrc file at all" * 10)
+    viewer.open(bad, plugin=PLUGIN)
+    assert len(viewer.layers) == 0
+    errors = [m for s, m in notes if s == "error"]
+    assert errors and "broken.mrc" in errors[0] and "not an MRC file" in errors[0]
+
+
+def test_4d_layer_refused_by_writer(viewer, tmp_path, notes):
+    viewer.add_image(np.zeros((3, 8, 8, 8), np.float32), name="series")
+    with pytest.warns(UserWarning):
+        assert viewer.layers.save(str(tmp_path / "s.mrc"), plugin=PLUGIN) == []
+    assert not list(tmp_path.iterdir())
+    assert any("4 dimensions" in m for s, m in notes if s == "error")
+
+
+def test_training_folder_opens_its_latest_map(viewer, tiny_run):
+    (layer,) = viewer.open(tiny_run, plugin=PLUGIN)
+    assert layer.data.shape == (16, 16, 16)
+    assert layer.metadata["run"] == str(tiny_run) and layer.metadata["epoch"] == 2
+    from napari_cryodrgn.analysis.overview import typical_map
+
+    np.testing.assert_allclose(layer.data, typical_map(tiny_run).volume, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,148 @@
+"""The Train dock in a real viewer: sample data -> train -> stop -> resume; bad input; close."""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+
+from napari_cryodrgn.model.load import load_run
+from napari_cryodrgn.training.checkpoint import epochs_in
+
+PLUGIN = "napari-cryodrgn"
+TINY = "tiny, for a quick look (64 x 2)"
+
+
+def _dock(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
+    widget.device.setCurrentText("cpu")
+    return widget
+
+
+def _click(qtbot, button):
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def _no_temp_files(folder: Path):
+    return not [p for p in folder.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_sample_train_stop_resume(viewer, qtbot, tmp_path, artifacts):
+    viewer.open_sample(PLUGIN, "simulated_particles")
+    w = _dock(viewer)
+    viewer.layers.selection.active = viewer.layers["simulated particles"]
+    assert w.particles.text().endswith("particles.mrcs")  # filled from the sample layer
+    assert w.poses.text().endswith("poses.pkl") and w.ctf.text().endswith("ctf.pkl")
+    out = tmp_path / "run"
+    w.set_inputs(outdir=out)
+    w.preset.setCurrentText(TINY)
+    w.epochs.setValue(40)
+    _click(qtbot, w.start_btn)
+    worker = w.worker
+    assert worker is not None and not w.start_btn.isEnabled()
+    _click(qtbot, w.start_btn)  # a second press starts nothing
+    assert w.worker is worker
+    qtbot.waitUntil(lambda: len(w.loss_plot.x) >= 3, timeout=120_000)
+    viewer.screenshot(str(artifacts / "train_dock_during_training.png"), canvas_only=False)
+    qtbot.waitUntil(lambda: len(epochs_in(out)) >= 2, timeout=300_000)
+    _click(qtbot, w.stop_btn)
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    stopped = epochs_in(out)
+    assert stopped[:2] == [1, 2] and stopped[-1] < 40
+    assert "stopped" in w.status.text() and _no_temp_files(out)
+    assert load_run(out).epoch == stopped[-1]  # the last checkpoint loads
+    assert w.start_btn.isEnabled() and w.resume_btn.isEnabled()
+    # Start refuses the folder that now holds a run; Resume continues it
+    _click(qtbot, w.start_btn)
+    assert w.worker is None and "holds a training run" in w.status.text()
+    w.epochs.setValue(stopped[-1] + 1)
+    _click(qtbot, w.resume_btn)
+    qtbot.waitUntil(lambda: not w.running, timeout=300_000)
+    assert epochs_in(out) == [*stopped, stopped[-1] + 1]
+    assert (out / "weights.pkl").exists() and (out / "z.pkl").exists()
+    assert w.progress.value() == 1000 and "finished" in w.status.text()
+    assert f"epochs {stopped[-1] + 1}..{stopped[-1] + 1}" in (out / "run.log").read_text()
+    x, recon = np.asarray(w.loss_plot.x), np.asarray(w.loss_plot.recon)
+    assert np.all(np.diff(x) > 0) and np.isfinite(recon).all()
+
+
+def test_bad_inputs_are_notified_and_start_nothing(viewer, qtbot, tmp_path, notes,
+                                                   tiny_dataset):
+    w = _dock(viewer)
+    d = tiny_dataset
+    _click(qtbot, w.start_btn)
+    assert w.worker is None and any("particle file" in m for s, m in notes if s == "error")
+    w.set_inputs(particles=tmp_path / "missing.mrcs", poses=d["poses"], outdir=tmp_path / "o")
+    _click(qtbot, w.start_btn)
+    assert w.worker is None and "missing.mrcs does not exist" in notes[-1][1]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("precious")
+    w.set_inputs(particles=d["particles"], ctf=d["ctf"], outdir=busy)
+    _click(qtbot, w.start_btn)
+    assert w.worker is None and "not empty" in notes[-1][1]
+    assert (busy / "keep.txt").read_text() == "precious"
+    # counts that do not match: found while loading, reported, nothing trained
+    from napari_cryodrgn.io.poses import load_poses, save_poses
+
+    rot, trans = load_poses(d["poses"])
+    save_poses(tmp_path / "short.pkl", rot[:50], trans[:50])
+    w.set_inputs(poses=tmp_path / "short.pkl", outdir=tmp_path / "o2")
+    _click(qtbot, w.start_btn)
+    qtbot.waitUntil(lambda: not w.running, timeout=60_000)
+    err = [m for s, m in notes if s == "error"][-1]
+    assert "short.pkl" in err and "50" in err
+    assert not epochs_in(tmp_path / "o2")
+    w.set_inputs(outdir=tmp_path / "nothing")
+    _click(qtbot, w.resume_btn)
+    assert w.worker is None and "no checkpoint" in notes[-1][1]
+
+
+def test_closing_napari_stops_training_cleanly(make_napari_viewer, qtbot, tmp_path,
+                                               tiny_dataset):
+    viewer = make_napari_viewer(show=True)
+    w = _dock(viewer)
+    d = tiny_dataset
+    out = tmp_path / "run"
+    w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
+    w.preset.setCurrentText(TINY)
+    w.epochs.setValue(10_000)
+    _click(qtbot, w.start_btn)
+    qtbot.waitUntil(lambda: len(epochs_in(out)) >= 1, timeout=120_000)
+    run = w.run_control
+    viewer.close()
+    qtbot.waitUntil(run.done.is_set, timeout=60_000)  # stopped and joined on close
+    assert run.trainer.cancelled
+    eps = epochs_in(out)
+    assert eps and eps[-1] < 10_000 and _no_temp_files(out)
+    assert load_run(out).epoch == eps[-1]
+    log = (out / "run.log").read_text()
+    assert "cancelled during epoch" in log or "napari closed the training worker" in log
+
+
+def test_gui_stays_responsive_while_training(viewer, qtbot, tmp_path, artifacts):
+    """Longest gap between 10 ms QTimer ticks during a real training epoch."""
+    viewer.open_sample(PLUGIN, "simulated_particles")
+    w = _dock(viewer)
+    viewer.layers.selection.active = viewer.layers["simulated particles"]
+    w.set_inputs(outdir=tmp_path / "run")
+    w.preset.setCurrentText("small (256 x 3)")
+    w.epochs.setValue(1)
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    _click(qtbot, w.start_btn)
+    timer.start()
+    qtbot.waitUntil(lambda: not w.running, timeout=600_000)
+    timer.stop()
+    gaps = np.diff(ticks) * 1000.0
+    stats = {"ticks": len(ticks), "max_ms": float(gaps.max()),
+             "p50_ms": float(np.percentile(gaps, 50)), "p99_ms": float(np.percentile(gaps, 99)),
+             "p999_ms": float(np.percentile(gaps, 99.9)),
+             "over_50ms": int((gaps > 50).sum()), "over_100ms": int((gaps > 100).sum())}
+    (artifacts / "train_responsiveness.json").write_text(json.dumps(stats, indent=1))
+    assert epochs_in(tmp_path / "run") == [1]
+    assert len(ticks) > 100
+    assert stats["max_ms"] < 200, stats
