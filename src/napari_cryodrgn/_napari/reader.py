@@ -11,6 +11,7 @@ import numpy as np
 from ..analysis.overview import is_run_folder, typical_map
 from ..errors import InputError
 from ..io.mrc import memmap_mrc, read_mrc_header
+from .explore_widget import MAP_LAYER
 from .layers import map_layer, stack_layer
 from .notify import user_error
 
@@ -74,9 +75,30 @@ def _sample_limits(stack) -> tuple[float, float]:
     return (float(lo), float(hi) if hi > lo else float(lo) + 1.0)
 
 
-def read_run(path: Path) -> list:
-    """A training folder: the map of its most typical particle at the latest epoch."""
+def read_run(path: Path, explore: bool = True) -> list:
+    """A training folder: the map of its most typical particle at the latest epoch, in the
+    layer the Explore dock updates; the dock opens on the run once napari has added it."""
     ov = typical_map(path)
-    epoch = "final" if ov.epoch is None else f"epoch {ov.epoch}"
     meta = {"run": str(path), "epoch": ov.epoch, "z": ov.z.tolist(), "particle": ov.particle}
-    return [map_layer(ov.volume, ov.apix, f"{path.name} ({epoch})", meta)]
+    if explore:
+        open_explorer_later(path)
+    return [map_layer(ov.volume, ov.apix, MAP_LAYER, meta)]
+
+
+def open_explorer_later(path: Path) -> None:
+    """Open (or reuse) the Explore dock of the current viewer on ``path``, after this call."""
+    import napari
+    from qtpy.QtCore import QTimer
+
+    viewer = napari.current_viewer()
+    if viewer is None:
+        return
+
+    def _open():
+        try:
+            _, widget = viewer.window.add_plugin_dock_widget("napari-cryodrgn", "Explore")
+        except (RuntimeError, KeyError, AttributeError):  # window closed meanwhile
+            return
+        widget.open_run(path)
+
+    QTimer.singleShot(0, _open)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..analysis.overview import typical_map
 from ..io.mrc import memmap_mrc, read_mrc, read_mrc_header
 from ..simulate.dataset import SimConfig, write_dataset
 from .layers import map_layer, stack_layer
@@ -45,8 +44,7 @@ def simulated_particles() -> list:
 
 
 def trained_toy_model() -> list:
-    """The shipped toy model's typical map; the run folder is in the layer's metadata."""
-    ov = typical_map(TOY_MODEL)
-    meta = {"run": str(TOY_MODEL), "epoch": ov.epoch, "z": ov.z.tolist(),
-            "particle": ov.particle}
-    return [map_layer(ov.volume, ov.apix, f"toy model (epoch {ov.epoch})", meta)]
+    """The shipped toy model's typical map, with the Explore dock opened on the run."""
+    from .reader import read_run
+
+    return read_run(TOY_MODEL)

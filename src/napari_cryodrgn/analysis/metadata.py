@@ -20,7 +20,11 @@ def _resolve(workdir: Path, p) -> Path | None:
     path = Path(p)
     if not path.is_absolute():
         path = workdir / path
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    # a run moved together with its data: the same folder name beside the run folder
+    moved = workdir.parent / path.parent.name / path.name
+    return moved if moved.is_file() else None
 
 
 def dataset_meta(workdir: Path, config: dict, n: int) -> dict:

@@ -1,0 +1,264 @@
+"""The latent scatter: pyqtgraph plot with pick, path, lasso and rectangle tools.
+
+Large runs stay fluid: at most ``max_display`` points are drawn (a fixed random subset), in
+one item per colour level; picking and selection maths use the full arrays in the Session.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+TOOLS = ("pick", "path", "lasso", "rect")
+LEVELS = 24
+SELECT_BRUSH = (255, 140, 0, 220)
+CATEGORY_COLOURS = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+]
+
+
+def _passive(item) -> None:
+    """Points and curves never take mouse clicks: the view box's tools get them all."""
+    item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+    item.setAcceptHoverEvents(False)
+    # pyqtgraph's scene offers clicks and drags to every item under the cursor
+    item.mouseClickEvent = _ignore
+    item.mouseDragEvent = _ignore
+
+
+def _ignore(ev, *args) -> None:
+    ev.ignore()
+
+
+def modifier_mode(mods) -> str:
+    """Shift adds to the selection, Ctrl (or Alt) subtracts, none replaces."""
+    if mods & Qt.KeyboardModifier.ShiftModifier:
+        return "add"
+    if mods & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier):
+        return "subtract"
+    return "replace"
+
+
+class _ToolViewBox(pg.ViewBox):
+    """A ViewBox whose left button serves the active tool (right button and wheel: pan/zoom
+    as usual; left drag pans only with no drawing tool active)."""
+
+    def __init__(self, owner: LatentScatter):
+        super().__init__()
+        self.owner = owner
+
+    def mouseClickEvent(self, ev):  # noqa: N802 - pyqtgraph override
+        if ev.button() == Qt.MouseButton.LeftButton and self.owner.tool in ("pick", "path"):
+            ev.accept()
+            p = self.mapSceneToView(ev.scenePos())
+            self.owner._on_click((p.x(), p.y()), ev.double(), ev.modifiers())
+            return
+        super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None):  # noqa: N802 - pyqtgraph override
+        tool = self.owner.tool
+        if ev.button() != Qt.MouseButton.LeftButton or tool == "path":
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        p = self.mapSceneToView(ev.scenePos())
+        start = self.mapSceneToView(ev.buttonDownScenePos())
+        self.owner._on_drag(tool, (start.x(), start.y()), (p.x(), p.y()), ev.isStart(),
+                            ev.isFinish(), ev.modifiers())
+
+
+class LatentScatter(QWidget):
+    """Scatter of a 2D view of the latent space with interactive tools (see module doc)."""
+
+    picked = Signal(float, float)  # a click or a drag position with the pick tool
+    pathFinished = Signal(object)  # (M, 2) polyline vertices, after a double click
+    lassoFinished = Signal(object, str)  # (M, 2) polygon, selection mode
+    rectFinished = Signal(object, object, str)  # corner, corner, selection mode
+
+    def __init__(self, max_display: int = 50_000, parent=None):
+        super().__init__(parent)
+        self.max_display = max_display
+        self.tool = "pick"
+        self.vb = _ToolViewBox(self)
+        self.plot = pg.PlotWidget(viewBox=self.vb)
+        self.plot.setMinimumHeight(320)
+        self.plot.showGrid(x=False, y=False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.plot)
+        self._layers: list[pg.ScatterPlotItem] = []
+        self.selected_item = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*SELECT_BRUSH))
+        self.selected_item.setZValue(10)
+        self.path_items: list[pg.PlotDataItem] = []
+        self.draft = pg.PlotDataItem(pen=pg.mkPen("w", width=2, style=Qt.PenStyle.DashLine),
+                                     symbol="o", symbolSize=6, symbolBrush="w")
+        self.draft.setZValue(30)
+        self.marker = pg.ScatterPlotItem(size=20, symbol="+", pen=pg.mkPen("r", width=3),
+                                         brush=None)
+        self.marker.setZValue(40)
+        for it in (self.selected_item, self.draft, self.marker):
+            _passive(it)
+            self.plot.addItem(it)
+        self.xy = np.zeros((0, 2), np.float32)
+        self.display = np.zeros(0, np.int64)
+        self._vertices: list[tuple[float, float]] = []
+
+    # -- data ----------------------------------------------------------------------------------
+    def set_points(self, xy: np.ndarray, values: np.ndarray | None = None,
+                   categorical: bool = False, labels: tuple[str, str] = ("", "")) -> None:
+        """Show ``xy`` (N, 2) coloured by ``values`` (continuous or category labels)."""
+        xy = np.asarray(xy, np.float32)
+        new_n = len(xy) != len(self.xy)
+        self.xy = xy
+        if new_n:
+            n = len(xy)
+            if n > self.max_display:
+                rng = np.random.default_rng(0)
+                self.display = np.sort(rng.choice(n, self.max_display, replace=False))
+            else:
+                self.display = np.arange(n)
+        self.set_values(values, categorical)
+        self.plot.setLabel("bottom", labels[0])
+        self.plot.setLabel("left", labels[1])
+        self.vb.autoRange(padding=0.05)
+
+    def set_values(self, values: np.ndarray | None, categorical: bool = False) -> None:
+        """Recolour the displayed points (one scatter item per colour level)."""
+        for it in self._layers:
+            self.plot.removeItem(it)
+        self._layers = []
+        d = self.display
+        pts = self.xy[d]
+        if values is None:
+            groups = [(np.arange(len(d)), (120, 200, 255))]
+        else:
+            v = np.asarray(values)[d]
+            if categorical:
+                cats = np.unique(v)
+                groups = [(np.flatnonzero(v == c),
+                           CATEGORY_COLOURS[int(i) % len(CATEGORY_COLOURS)])
+                          for i, c in enumerate(cats)]
+            else:
+                finite = np.isfinite(v)
+                lo, hi = (np.percentile(v[finite], [1, 99]) if finite.any() else (0.0, 1.0))
+                level = np.clip(((v - lo) / max(hi - lo, 1e-12) * LEVELS).astype(int), 0,
+                                LEVELS - 1)
+                level[~finite] = 0
+                cmap = pg.colormap.get("viridis")
+                rgba = cmap.map(np.linspace(0, 1, LEVELS), mode="byte")
+                groups = [(np.flatnonzero(level == k), tuple(int(c) for c in rgba[k][:3]))
+                          for k in range(LEVELS)]
+        for rows, colour in groups:
+            if not len(rows):
+                continue
+            it = pg.ScatterPlotItem(pts[rows, 0], pts[rows, 1], size=3, pen=None,
+                                    brush=pg.mkBrush(*colour, 160))
+            _passive(it)
+            self.plot.addItem(it)
+            self._layers.append(it)
+
+    def set_selection(self, mask: np.ndarray | None) -> None:
+        """Highlight selected particles (those among the displayed points)."""
+        if mask is None or not len(self.display):
+            self.selected_item.setData([], [])
+            return
+        rows = self.display[np.asarray(mask)[self.display]]
+        self.selected_item.setData(self.xy[rows, 0], self.xy[rows, 1])
+
+    def set_marker(self, xy) -> None:
+        self.marker.setData([xy[0]], [xy[1]]) if xy is not None else self.marker.setData([], [])
+
+    def set_paths(self, paths: dict[str, np.ndarray]) -> None:
+        """Draw named latent paths (already projected to this view)."""
+        for it in self.path_items:
+            self.plot.removeItem(it)
+        self.path_items = []
+        for i, xy in enumerate(paths.values()):
+            colour = CATEGORY_COLOURS[(i + 3) % len(CATEGORY_COLOURS)]
+            it = pg.PlotDataItem(xy[:, 0], xy[:, 1], pen=pg.mkPen(*colour, width=2),
+                                 symbol="o", symbolSize=7, symbolBrush=pg.mkBrush(*colour))
+            it.setZValue(20)
+            _passive(it)
+            self.plot.addItem(it)
+            self.path_items.append(it)
+
+    def set_tool(self, tool: str) -> None:
+        if tool not in TOOLS:
+            raise ValueError(f"tool must be one of {TOOLS}")
+        self.tool = tool
+        self._vertices = []
+        self.draft.setData([], [])
+
+    # -- coordinates (tests and benchmarks drive real mouse events through these) ------------
+    def widget_pos(self, x: float, y: float):
+        """Viewport pixel position (QPoint) of data point (x, y)."""
+        from qtpy.QtCore import QPointF
+
+        scene = self.vb.mapViewToScene(QPointF(float(x), float(y)))
+        return self.plot.mapFromScene(scene)
+
+    def data_pos(self, qpoint) -> tuple[float, float]:
+        """Data coordinates of a viewport pixel position."""
+        p = self.vb.mapSceneToView(self.plot.mapToScene(qpoint))
+        return p.x(), p.y()
+
+    # -- tool handlers -----------------------------------------------------------------------
+    def _on_click(self, xy, double: bool, mods) -> None:
+        if self.tool == "pick":
+            self.set_marker(xy)
+            self.picked.emit(float(xy[0]), float(xy[1]))
+            return
+        if double:
+            self.finish_path()
+            return
+        self._vertices.append((float(xy[0]), float(xy[1])))
+        v = np.asarray(self._vertices)
+        self.draft.setData(v[:, 0], v[:, 1])
+
+    def finish_path(self) -> bool:
+        """End the polyline being drawn (double click, Enter or the Finish button)."""
+        verts = np.asarray(self._vertices, np.float32)
+        self._vertices = []
+        self.draft.setData([], [])
+        if len(verts) >= 2:
+            self.pathFinished.emit(verts)
+            return True
+        return False
+
+    def keyPressEvent(self, ev):  # noqa: N802 - Qt override
+        if self.tool == "path" and ev.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            self.finish_path()
+            return
+        if ev.key() == Qt.Key.Key_Escape:
+            self._vertices = []
+            self.draft.setData([], [])
+            return
+        super().keyPressEvent(ev)
+
+    def _on_drag(self, tool, start, xy, is_start: bool, is_finish: bool, mods) -> None:
+        if tool == "pick":
+            self.set_marker(xy)
+            self.picked.emit(float(xy[0]), float(xy[1]))
+            return
+        if is_start:
+            self._vertices = [start]
+        if tool == "lasso":
+            self._vertices.append(xy)
+            v = np.asarray(self._vertices + [self._vertices[0]])
+        else:
+            (x0, y0), (x1, y1) = start, xy
+            v = np.array([(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)])
+        self.draft.setData(v[:, 0], v[:, 1])
+        if is_finish:
+            self.draft.setData([], [])
+            verts, self._vertices = np.asarray(self._vertices, np.float32), []
+            mode = modifier_mode(mods)
+            if tool == "lasso" and len(verts) >= 3:
+                self.lassoFinished.emit(verts, mode)
+            elif tool == "rect":
+                self.rectFinished.emit(np.asarray(start), np.asarray(xy), mode)

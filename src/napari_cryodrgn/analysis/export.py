@@ -1,0 +1,70 @@
+"""Map series for other programs: vol_001.mrc ..., z_values.txt and a ChimeraX script."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.mrc import write_mrc
+
+CXC_NAME = "open_series.cxc"
+
+
+def _iso_level(vol: np.ndarray) -> float:
+    v = np.asarray(vol, np.float32)
+    return float(v.mean() + 2.0 * v.std())
+
+
+def chimerax_script(names: list[str], apix: float, level: float) -> str:
+    """ChimeraX commands that open the maps as one volume series (relative to the script)."""
+    files = " ".join(names)
+    return (
+        "# Open with ChimeraX: open open_series.cxc (from this folder), then play the series\n"
+        "# with the slider, or: vseries play #1 loop true\n"
+        f"open {files} vseries true\n"
+        f"volume #1 style surface level {level:.6g} voxelSize {apix:.6g}\n"
+        "view\n"
+    )
+
+
+def export_series(volumes, z, outdir, apix: float, overwrite: bool = False) -> list[Path]:
+    """Write ``volumes`` (N maps) as vol_001.mrc ... with voxel size ``apix``, their latent
+    points as z_values.txt and ChimeraX's open_series.cxc into ``outdir``.
+
+    The folder is written under a temporary name and renamed into place, so a failed export
+    leaves nothing half-written; an existing non-empty folder is refused unless ``overwrite``.
+    """
+    out = Path(outdir)
+    vols = [np.asarray(v, np.float32) for v in volumes]
+    z = np.atleast_2d(np.asarray(z, np.float32))
+    if not vols:
+        raise InputError("Nothing to export: the series is empty.")
+    if len(z) != len(vols):
+        raise InputError(f"{len(vols)} maps but {len(z)} latent points")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; choose a folder for the series.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty; nothing was written. Choose an empty or new "
+                         "folder (or allow overwriting).")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.export-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        names = []
+        for i, v in enumerate(vols):
+            names.append(f"vol_{i + 1:03d}.mrc")
+            write_mrc(tmp / names[-1], v, apix)
+        np.savetxt(tmp / "z_values.txt", z)
+        (tmp / CXC_NAME).write_text(chimerax_script(names, apix, _iso_level(vols[0])))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return [out / n for n in names]

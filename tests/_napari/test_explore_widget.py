@@ -1,0 +1,157 @@
+"""The Explore dock in a real viewer, driven by real Qt mouse events on the scatter."""
+
+import shutil
+
+import mrcfile
+import numpy as np
+import pytest
+import yaml
+from qtpy.QtCore import Qt
+
+from napari_cryodrgn._napari.explore_widget import MAP_LAYER, SERIES_PREFIX
+
+PLUGIN = "napari-cryodrgn"
+LEFT = Qt.MouseButton.LeftButton
+
+
+@pytest.fixture
+def explore(viewer, qtbot, tiny_run):
+    _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Explore")
+    qtbot.waitUntil(lambda: w.scatter.plot.viewport().isVisible(), timeout=10_000)
+    assert w.open_run(tiny_run) is not None
+    qtbot.wait(50)  # let the layout settle before mapping data to pixels
+    return w
+
+
+def _click(qtbot, w, xy):
+    pos = w.scatter.widget_pos(*xy)
+    qtbot.mouseClick(w.scatter.plot.viewport(), LEFT, pos=pos)
+    return w.scatter.data_pos(pos)
+
+
+def test_click_shows_the_decoders_map_at_that_point(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    target = s.embedding("pca")[7]
+    xy = _click(qtbot, w, target)
+    qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
+    z, _ = s.latent_at("pca", xy)
+    layer = viewer.layers[MAP_LAYER]
+    np.testing.assert_allclose(layer.data, s.decode(z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.scale, [s.apix] * 3)
+    assert viewer.dims.ndisplay == 3 and layer.rendering == "iso"
+    assert layer.data.min() < layer.iso_threshold < layer.data.max()
+    # a second click updates the same layer in place
+    other = _click(qtbot, w, s.embedding("pca")[40])
+    qtbot.waitUntil(lambda: w.map_request_done, timeout=30_000)
+    assert [ly.name for ly in viewer.layers].count(MAP_LAYER) == 1
+    z2, _ = s.latent_at("pca", other)
+    np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, s.decode(z2), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_rapid_requests_coalesce_latest_wins(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    decoded = []
+    real = s.decode
+    s.decode = lambda z: (decoded.append(z), real(z))[1]
+    for i in range(12):
+        w.request_map(s.z[i], f"particle {i}")
+    qtbot.waitUntil(lambda: w.map_request_done, timeout=30_000)
+    assert len(decoded) < 12  # intermediate requests were dropped
+    np.testing.assert_array_equal(decoded[-1], s.z[11])
+    np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, real(s.z[11]), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_path, notes):
+    w, s = explore, explore.session
+    w.tool_buttons["path"].click()
+    w.n_frames.setValue(6)
+    emb = s.embedding("pca")
+    lo, hi = np.percentile(emb, [10, 90], axis=0)
+    _click(qtbot, w, lo)
+    _click(qtbot, w, (lo[0], hi[1]))
+    qtbot.wait(400)  # not a double click
+    _click(qtbot, w, hi)
+    assert len(w.scatter._vertices) == 3
+    qtbot.mouseClick(w.finish_btn, LEFT)
+    name = SERIES_PREFIX + "drawn path"
+    qtbot.waitUntil(lambda: name in viewer.layers, timeout=60_000)
+    layer = viewer.layers[name]
+    assert layer.data.shape == (6, s.D, s.D, s.D)
+    z = s.paths["drawn path"].z
+    np.testing.assert_allclose(layer.data[-1], s.decode(z[-1]), rtol=1e-5, atol=1e-6)
+    out = tmp_path / "series"
+    paths = w.export("drawn path", out)
+    assert [p.name for p in paths] == [f"vol_{i:03d}.mrc" for i in range(1, 7)]
+    for p, vol in zip(paths, layer.data, strict=True):
+        with mrcfile.open(p) as m:
+            assert m.voxel_size.x == pytest.approx(s.apix, rel=1e-5)
+            np.testing.assert_array_equal(m.data, vol)
+    np.testing.assert_allclose(np.loadtxt(out / "z_values.txt"), z, rtol=1e-6)
+    cxc = (out / "open_series.cxc").read_text()
+    assert "vol_001.mrc" in cxc and "vseries true" in cxc
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert w.export("drawn path", out) is None  # a non-empty folder is never overwritten
+    assert "not empty" in notes[-1][1]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_traversal_buttons_make_series(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    w.n_frames.setValue(5)
+    w.pc_btn.click()
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc1" in viewer.layers, timeout=60_000)
+    assert viewer.layers[SERIES_PREFIX + "pc1"].data.shape[0] == 5
+    w.k.setValue(4)
+    w.kmeans_btn.click()
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "kmeans4" in viewer.layers, timeout=60_000)
+    assert viewer.layers[SERIES_PREFIX + "kmeans4"].data.shape[0] == 4
+    # graph path between two picked particles of the neighbour graph's main part
+    from napari_cryodrgn.analysis.traverse import largest_component
+
+    main = largest_component(s.neighbour_graph())
+    emb = s.embedding("pca")
+    a, b = main[np.argmin(emb[main, 0])], main[np.argmax(emb[main, 0])]
+    w.picks = []
+    _click(qtbot, w, emb[a])
+    _click(qtbot, w, emb[b])
+    qtbot.waitUntil(lambda: w.map_request_done, timeout=30_000)
+    w.graph_btn.click()
+    qtbot.waitUntil(lambda: any(n.startswith("graph") for n in s.paths), timeout=60_000)
+    (name,) = [n for n in s.paths if n.startswith("graph")]
+    qtbot.waitUntil(lambda: SERIES_PREFIX + name in viewer.layers, timeout=60_000)
+    p = s.paths[name]
+    assert w.picks == [a, b] and p.indices[0] == a and p.indices[-1] == b
+
+
+def test_bad_runs_are_notified(viewer, explore, tiny_run, tmp_path, notes):
+    w = explore
+    assert w.open_run(tiny_run, epoch=99) is None
+    assert "99" in notes[-1][1]
+    no_z = tmp_path / "no_z"
+    no_z.mkdir()
+    for f in ("config.yaml", "weights.2.pkl"):
+        shutil.copy(tiny_run / f, no_z / f)
+    assert w.open_run(no_z) is None and "z" in notes[-1][1]
+    bad = tmp_path / "bad_cfg"
+    shutil.copytree(tiny_run, bad)
+    cfg = yaml.safe_load((bad / "config.yaml").read_text())
+    cfg["model_args"]["qdim"] = 48
+    (bad / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert w.open_run(bad) is None and "do not match" in notes[-1][1]
+    assert all(s == "error" for s, _ in notes[-3:])
+    assert w.session is not None and w.session.workdir == tiny_run  # still on the good run
+
+
+def test_toy_model_iso_surface_screenshot(viewer, qtbot, artifacts):
+    viewer.open_sample(PLUGIN, "trained_toy_model")
+    qtbot.waitUntil(lambda: any(getattr(d, "widget", lambda: None)() is not None
+                                for d in viewer.window._dock_widgets.values()), timeout=10_000)
+    layer = viewer.layers[MAP_LAYER]
+    assert layer.rendering == "iso"
+    viewer.dims.ndisplay = 3
+    viewer.reset_view()
+    img = viewer.screenshot(str(artifacts / "toy_model_iso.png"), canvas_only=True)
+    lit = (img[..., :3].max(axis=-1) > 60).mean()
+    assert 0.005 < lit < 0.9, lit
