@@ -1,4 +1,5 @@
-"""Command line: ``napari-cryodrgn simulate | train | eval-vol | analyze | demo``.
+"""Command line: ``napari-cryodrgn simulate | train | eval-vol | analyze | demo | select |
+export``.
 
 Each subcommand is a thin face over library functions; user errors print one line and exit 2.
 """
@@ -135,6 +136,70 @@ def _add_demo(sub):
     p.set_defaults(func=cmd_demo)
 
 
+def _add_select(sub):
+    p = sub.add_parser(
+        "select", help="select particles of a run (k-means clusters, lasso polygon) and save "
+        "cryoDRGN index pickles",
+        description="Select particles of a trained run by k-means clusters and/or a lasso "
+        "polygon drawn on a 2D view, and write IND.pkl (the selection) and IND_inverse.pkl "
+        "(the rest of the run's particles), both in original-stack numbering (composed with "
+        "the run's --ind), as cryoDRGN's filter writes them. Criteria are combined as a union; "
+        "--invert then keeps the rest (e.g. lasso the junk, --invert, keep the good).",
+        epilog="Polygon file: one vertex per line, 'x y' in the view's coordinates (UMAP1 "
+        "UMAP2, or PC1 PC2 scores for pca); '#' starts a comment; closed implicitly; at least "
+        "3 vertices. UMAP is the explorer's (WORKDIR/analyze.N/umap.pkl or "
+        "WORKDIR/explore/umap.N.pkl), computed and cached when missing.")
+    p.add_argument("workdir", type=Path, help="training folder (ours or cryoDRGN's)")
+    p.add_argument("--epoch", type=int, help="epoch whose latents to use (default: latest)")
+    p.add_argument("--kmeans", type=int, metavar="K",
+                   help="number of k-means clusters (default 20; the labels of "
+                   "analyze.N/kmeansK/ when that exists, else computed)")
+    p.add_argument("--kmeans-labels", type=int, nargs="+", metavar="L",
+                   help="k-means clusters to select (0-based)")
+    p.add_argument("--polygon", type=Path, metavar="FILE", help="lasso polygon file (x y per "
+                   "line)")
+    p.add_argument("--space", default="umap",
+                   help="view the polygon was drawn on: umap (default), pca (PC1/PC2), "
+                   "pca:i,j or z:i,j (0-based dimensions)")
+    p.add_argument("--saved", action="store_true",
+                   help="add the explorer's saved selection (WORKDIR/explore/selection.npy)")
+    p.add_argument("--invert", action="store_true", help="keep the particles not selected")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="IND.pkl",
+                   help="index pickle to write (IND_inverse.pkl is written beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing index files")
+    p.set_defaults(func=cmd_select)
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export", help="write the particles of an index file as .star, .cs and/or .mrcs",
+        description="Write the particles of IND.pkl (original-stack numbering, as written by "
+        "select, the explorer or cryoDRGN's filter) as a RELION .star (every column, the "
+        "optics table and the formatting kept; stack paths as written), a cryoSPARC .cs "
+        "(every field) and/or a new .mrcs stack (streamed). Sources: --source (the .star or "
+        ".cs of the original particles) for the output of its type; else, with WORKDIR, the "
+        "run's particles file when it is that type, else the .star/.cs its poses or CTF came "
+        "from (config.yaml records them). The .mrcs reads --particles, else the run's "
+        "particles, else --source.")
+    p.add_argument("workdir", type=Path, nargs="?",
+                   help="training folder whose dataset the index refers to (optional with "
+                   "--source/--particles)")
+    p.add_argument("--ind", required=True, type=Path, metavar="IND.pkl",
+                   help="index pickle (or .txt, one index per line) in original numbering")
+    p.add_argument("--star", type=Path, metavar="OUT.star", help="RELION .star subset")
+    p.add_argument("--cs", type=Path, metavar="OUT.cs", help="cryoSPARC .cs subset")
+    p.add_argument("--mrcs", type=Path, metavar="OUT.mrcs", help="new stack of the images")
+    p.add_argument("--source", type=Path, metavar="FILE",
+                   help=".star or .cs listing every particle of the original stack")
+    p.add_argument("--particles", type=Path, metavar="FILE",
+                   help="images for --mrcs (.mrcs, .star, .cs or .txt; default: the run's)")
+    p.add_argument("--datadir", type=Path, help="folder that relative stack paths resolve to")
+    p.add_argument("--Apix", type=float, help="pixel size of the .mrcs (default: the run's, "
+                   "else the stack header's)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-cryodrgn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_vol(sub)
     _add_analyze(sub)
     _add_demo(sub)
+    _add_select(sub)
+    _add_export(sub)
     return parser
 
 
@@ -225,6 +292,31 @@ def cmd_demo(args) -> int:
 
     run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs, snr=args.snr,
              overwrite=args.overwrite)
+    return 0
+
+
+def cmd_select(args) -> int:
+    from .analysis.filtering import save_selected, select_particles
+
+    res = select_particles(args.workdir, epoch=args.epoch, kmeans=args.kmeans,
+                           kmeans_labels=args.kmeans_labels, polygon=args.polygon,
+                           space=args.space, invert=args.invert, saved=args.saved)
+    for note in res.notes:
+        print(note)
+    path, inv = save_selected(res, args.out, overwrite=args.overwrite)
+    print(f"selected {res.count} of {res.n} particles ({res.count / res.n:.1%}) -> {path}; "
+          f"the other {res.n - res.count} -> {inv}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .analysis.filtering import export_subsets
+
+    done = export_subsets(args.ind, workdir=args.workdir, star=args.star, cs=args.cs,
+                          mrcs=args.mrcs, source=args.source, particles=args.particles,
+                          datadir=args.datadir, apix=args.Apix, overwrite=args.overwrite)
+    for e in done:
+        print(f"wrote {e.count} particles to {e.path} (from {e.source})")
     return 0
 
 

@@ -85,3 +85,34 @@ def save_selection(path: str | os.PathLike, ind, n: int) -> tuple[Path, Path]:
     inv = inverse_path(path)
     save_pickle(inv, inverse)
     return path, inv
+
+
+def compose_index(run_ind, rows) -> np.ndarray:
+    """Original-stack indices of ``rows`` of a run trained on the particles ``run_ind`` (its
+    ``--ind``; None: the whole stack, so rows are already original indices)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if run_ind is None:
+        return rows
+    run_ind = np.asarray(run_ind, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= len(run_ind)):
+        raise InputError(f"rows go up to {rows.max()} but the run has {len(run_ind)} particles")
+    return run_ind[rows]
+
+
+def save_selection_within(path: str | os.PathLike, selected, universe) -> tuple[Path, Path]:
+    """Save ``selected`` (original numbering, sorted) to ``path`` and the rest of ``universe``
+    (the particles of the run the selection was made on) to ``<stem>_inverse.pkl``, as
+    cryoDRGN's ``filter`` does. An empty selection, or one outside ``universe``, is refused."""
+    path = Path(path)
+    sel = np.sort(check_index(path, selected, None))
+    universe = np.asarray(universe, dtype=np.int64)
+    if sel.size == 0:
+        raise InputError(f"{path}: the selection is empty; nothing to save")
+    outside = np.setdiff1d(sel, universe, assume_unique=True)
+    if outside.size:
+        raise InputError(f"{path}: {outside.size} selected particles (first: {outside[0]}) are "
+                         "not among the run's particles")
+    save_pickle(path, sel)
+    inv = inverse_path(path)
+    save_pickle(inv, np.setdiff1d(universe, sel))
+    return path, inv

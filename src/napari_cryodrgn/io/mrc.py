@@ -101,7 +101,16 @@ def read_mrc(path: str | os.PathLike) -> tuple[np.ndarray, float]:
 
 
 def _header_bytes(data: np.ndarray, apix: float, stack: bool) -> bytes:
-    nz, ny, nx = data.shape
+    stats = None
+    if data.size:
+        stats = (data.min(), data.max(), data.mean(dtype=np.float64), data.std(dtype=np.float64))
+    return header_bytes(data.shape, apix, stack, stats)
+
+
+def header_bytes(shape, apix: float, stack: bool, stats=None) -> bytes:
+    """A 1024-byte float32 (mode 2) MRC header for data of ``shape`` (nz, ny, nx); ``stats``
+    (min, max, mean, rms) when known (for writers that stream the data after the header)."""
+    nz, ny, nx = (int(v) for v in shape)
     mz = 1 if stack else nz
     ints = np.zeros(256, dtype="<i4")
     floats = ints.view("<f4")
@@ -110,9 +119,9 @@ def _header_bytes(data: np.ndarray, apix: float, stack: bool) -> bytes:
     floats[10:13] = (nx * apix, ny * apix, mz * apix)
     floats[13:16] = 90.0
     ints[16:19] = (1, 2, 3)
-    if data.size:
-        floats[19:22] = (data.min(), data.max(), data.mean(dtype=np.float64))
-        floats[54] = data.std(dtype=np.float64)
+    if stats is not None:
+        floats[19:22] = stats[:3]
+        floats[54] = stats[3]
     ints[22] = 0 if stack else 1  # space group 0 marks an image stack
     ints[27] = 20140  # nversion
     raw = bytearray(ints.tobytes())

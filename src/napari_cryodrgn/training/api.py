@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
+from ..io.atomic import check_writable_dir
 from ..model.vae import ModelArgs
 from .checkpoint import epochs_in
 from .data import load_particle_data
@@ -24,12 +27,18 @@ def check_outdir(outdir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadir=None,
-                 apix=None, overwrite: bool = False, **kwargs) -> Trainer:
+                 apix=None, overwrite: bool = False, lineage: dict | None = None,
+                 **kwargs) -> Trainer:
     """Open and check the inputs and return a ready :class:`Trainer`.
 
     kwargs: TrainConfig fields (num_epochs, batch_size, lr, ...) and ModelArgs fields
-    (qdim, qlayers, pdim, players, pe_type, domain, ...).
+    (qdim, qlayers, pdim, players, pe_type, domain, ...). ``lineage`` (e.g. parent run,
+    parent epoch, selection file) is recorded as the ``lineage:`` section of config.yaml.
     """
+    if lineage is not None:
+        if not isinstance(lineage, dict):
+            raise InputError(f"lineage must be a dict, not {type(lineage).__name__}")
+        kwargs["lineage"] = lineage
     outdir = Path(outdir)
     _check_settings(zdim, kwargs)
     check_outdir(outdir, bool(kwargs.get("load")), overwrite)
@@ -132,13 +141,79 @@ def resume_trainer(outdir, num_epochs: int | None = None) -> Trainer:
     ds, ta = cfg["dataset_args"], dict(cfg.get("train_args") or {})
     if not ds.get("particles") or not ds.get("poses"):
         raise InputError(f"{outdir}/config.yaml does not record the particles and poses")
-    skip = ("outdir", "load", "model", "dataset_args", "num_epochs")
-    cfg_fields = TrainConfig.__dataclass_fields__.keys()
-    kwargs = {k: v for k, v in ta.items() if k in cfg_fields and k not in skip}
-    margs = {k: v for k, v in cfg["model_args"].items() if k in ModelArgs.__dataclass_fields__}
-    zdim = int(margs.pop("zdim"))
-    kwargs.update(margs)
+    zdim, kwargs = _run_settings(cfg, skip=("num_epochs",))
     kwargs["num_epochs"] = int(num_epochs or ta.get("num_epochs") or 1)
     return make_trainer(ds["particles"], ds["poses"], outdir, zdim, ctf=ds.get("ctf"),
                         ind=ds.get("ind"), datadir=ds.get("datadir"), apix=ds.get("apix"),
-                        load="latest", **kwargs)
+                        load="latest", lineage=cfg.get("lineage"), **kwargs)
+
+
+def _run_settings(cfg: dict, skip=()) -> tuple[int, dict]:
+    """(zdim, make_trainer keyword arguments) recorded in a run's config.yaml."""
+    ta = dict(cfg.get("train_args") or {})
+    skip = ("outdir", "load", "model", "dataset_args", "lineage", *skip)
+    cfg_fields = TrainConfig.__dataclass_fields__.keys()
+    kwargs = {k: v for k, v in ta.items() if k in cfg_fields and k not in skip}
+    ds = cfg.get("dataset_args") or {}
+    for k in ("invert_data", "window", "window_r"):  # cryoDRGN's runs record them here
+        if k not in kwargs and ds.get(k) is not None:
+            kwargs[k] = ds[k]
+    margs = {k: v for k, v in cfg["model_args"].items() if k in ModelArgs.__dataclass_fields__}
+    zdim = int(margs.pop("zdim"))
+    kwargs.update(margs)
+    return zdim, kwargs
+
+
+SELECTION_FILE = "ind.pkl"  # the selection, copied into the new run's folder
+
+
+def train_on_selection(parent_workdir, ind_path, outdir, *, parent_epoch: int | None = None,
+                       overwrite: bool = False, **overrides) -> Trainer:
+    """A trainer for a new run in ``outdir`` on the particles of ``ind_path`` with the parent
+    run's inputs and settings (``overrides``: any :func:`make_trainer` keyword, e.g.
+    ``num_epochs``, ``zdim``, ``device``).
+
+    ``ind_path`` is an index pickle in original-stack numbering (``Session.save_selection``,
+    ``napari-cryodrgn select`` or cryoDRGN's ``filter``); it must be a non-empty subset of the
+    parent's particles. It is copied to ``outdir/ind.pkl`` (the new run's ``--ind``) and
+    config.yaml records ``lineage: {parent, parent_epoch, selection, n_parent, n_selected}``.
+    Poses and CTF come from the files the parent was given (``poses_source``/``ctf_source``
+    when it converted a .star or .cs), so the new run does not depend on the parent's folder.
+    """
+    from ..io.index import load_index, save_index
+    from ..io.rundata import RunDataset
+
+    parent = Path(parent_workdir)
+    ds = RunDataset.open(parent)
+    outdir = Path(outdir)
+    if outdir.resolve() == parent.resolve():
+        raise InputError(f"{outdir} is the parent run's folder; choose a new folder")
+    if not Path(ind_path).is_file():
+        raise InputError(f"Index file {ind_path} does not exist; check the file name.")
+    sel = np.sort(load_index(ind_path, ds.n_original))
+    if sel.size == 0:
+        raise InputError(f"{ind_path} selects no particles; an empty selection cannot be "
+                         "trained on")
+    universe = ds.particle_ind()
+    outside = np.setdiff1d(sel, universe)
+    if outside.size:
+        raise InputError(f"{ind_path}: {outside.size} of its particles (first: {outside[0]}) "
+                         f"are not among the {len(universe)} particles of {parent}; is it a "
+                         "selection from another run?")
+    zdim, kwargs = _run_settings(ds.config)
+    zdim = overrides.pop("zdim", zdim)
+    kwargs.update(overrides)
+    check_outdir(outdir, bool(kwargs.get("load")), overwrite)
+    _check_settings(zdim, kwargs)
+    poses = ds.file("poses_source") or ds.file("poses")
+    if poses is None:
+        raise InputError(f"{parent}/config.yaml does not record the poses")
+    ctf = ds.file("ctf_source") or ds.file("ctf")
+    lineage = {"parent": str(parent.resolve()), "parent_epoch": parent_epoch,
+               "selection": str(Path(ind_path).resolve()), "n_parent": int(len(universe)),
+               "n_selected": int(sel.size)}
+    check_writable_dir(outdir)
+    save_index(outdir / SELECTION_FILE, sel)
+    return make_trainer(ds.particles, poses, outdir, zdim, ctf=ctf,
+                        ind=outdir / SELECTION_FILE, datadir=ds.datadir, apix=ds.apix,
+                        overwrite=overwrite, lineage=lineage, **kwargs)

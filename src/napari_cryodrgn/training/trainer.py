@@ -47,6 +47,7 @@ class TrainConfig:
     refine_step: float = 0.5
     log_interval_s: float = 0.5
     eval_batch_size: int = 256
+    lineage: dict | None = None  # where the run came from (parent run, selection file)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -250,9 +251,11 @@ class Trainer:
                   do_pose_sgd=False)
         lattice = {"D": self.data.D + 1, "extent": 0.5, "ignore_DC": True}
         extra = {"train_args": {k: v for k, v in asdict(self.cfg).items()
-                                if k not in ("model", "dataset_args")}}
+                                if k not in ("model", "dataset_args", "lineage")}}
         extra["train_args"]["precision"] = self.precision
         extra["train_args"]["beta"] = self.beta
+        if self.cfg.lineage:
+            extra["lineage"] = dict(self.cfg.lineage)
         save_config(self.outdir / "config.yaml", ds, lattice, self.cfg.model.to_dict(),
                     self.cfg.seed, extra)
 
