@@ -110,6 +110,8 @@ class ExploreWidget(QWidget):
             ("path", "Path", "Click points, double-click to finish: a map series along it"),
             ("lasso", "Lasso", "Drag around particles (Shift adds, Ctrl subtracts)"),
             ("rect", "Rectangle", "Drag a box (Shift adds, Ctrl subtracts)"),
+            ("cluster", "Clusters", "Click a point: its whole k-means cluster (Shift adds, "
+             "Ctrl subtracts)"),
         ):
             b = QPushButton(label)
             b.setCheckable(True)
@@ -128,6 +130,7 @@ class ExploreWidget(QWidget):
         self.scatter.pathFinished.connect(self._on_path_drawn)
         self.scatter.lassoFinished.connect(self._on_lasso)
         self.scatter.rectFinished.connect(self._on_rect)
+        self.scatter.clusterClicked.connect(self._on_cluster)
         self.info = QLabel("Open a training folder.")
         self.info.setWordWrap(True)
 
@@ -175,7 +178,10 @@ class ExploreWidget(QWidget):
         lay.addWidget(self.info)
         lay.addWidget(self.auto_threshold)
         lay.addWidget(series_group)
-        self.selection_panel = None
+        from .select_panel import SelectPanel
+
+        self.selection_panel = SelectPanel(self)
+        lay.addWidget(self.selection_panel)
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
@@ -468,6 +474,15 @@ class ExploreWidget(QWidget):
     def _on_rect(self, c0, c1, mode: str) -> None:
         if self.session is not None:
             self.session.select_rect(self.session.space, c0, c1, mode)
+
+    def _on_cluster(self, x: float, y: float, mode: str) -> None:
+        s = self.session
+        if s is None:
+            return
+        s.k = self.k.value()
+        labels, _ = s.kmeans(self.k.value())
+        idx = s.nearest(s.space, (x, y))
+        s.select_clusters([int(labels[idx])], k=self.k.value(), mode=mode)
 
     # -- session events ------------------------------------------------------------------------
     def _on_session_selection(self, event=None) -> None:

@@ -11,7 +11,7 @@ import pyqtgraph as pg
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-TOOLS = ("pick", "path", "lasso", "rect")
+TOOLS = ("pick", "path", "lasso", "rect", "cluster")
 LEVELS = 24
 SELECT_BRUSH = (255, 140, 0, 220)
 CATEGORY_COLOURS = [
@@ -53,7 +53,8 @@ class _ToolViewBox(pg.ViewBox):
         self.owner = owner
 
     def mouseClickEvent(self, ev):  # noqa: N802 - pyqtgraph override
-        if ev.button() == Qt.MouseButton.LeftButton and self.owner.tool in ("pick", "path"):
+        if (ev.button() == Qt.MouseButton.LeftButton
+                and self.owner.tool in ("pick", "path", "cluster")):
             ev.accept()
             p = self.mapSceneToView(ev.scenePos())
             self.owner._on_click((p.x(), p.y()), ev.double(), ev.modifiers())
@@ -62,7 +63,7 @@ class _ToolViewBox(pg.ViewBox):
 
     def mouseDragEvent(self, ev, axis=None):  # noqa: N802 - pyqtgraph override
         tool = self.owner.tool
-        if ev.button() != Qt.MouseButton.LeftButton or tool == "path":
+        if ev.button() != Qt.MouseButton.LeftButton or tool in ("path", "cluster"):
             super().mouseDragEvent(ev, axis)
             return
         ev.accept()
@@ -79,6 +80,7 @@ class LatentScatter(QWidget):
     pathFinished = Signal(object)  # (M, 2) polyline vertices, after a double click
     lassoFinished = Signal(object, str)  # (M, 2) polygon, selection mode
     rectFinished = Signal(object, object, str)  # corner, corner, selection mode
+    clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
 
     def __init__(self, max_display: int = 50_000, parent=None):
         super().__init__(parent)
@@ -209,6 +211,9 @@ class LatentScatter(QWidget):
 
     # -- tool handlers -----------------------------------------------------------------------
     def _on_click(self, xy, double: bool, mods) -> None:
+        if self.tool == "cluster":
+            self.clusterClicked.emit(float(xy[0]), float(xy[1]), modifier_mode(mods))
+            return
         if self.tool == "pick":
             self.set_marker(xy)
             self.picked.emit(float(xy[0]), float(xy[1]))

@@ -149,6 +149,7 @@ class TrainWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker = None
+        self._on_done = None
         self._holder = {"run": None}
         self._build()
         self._register_close_hook()
@@ -340,6 +341,7 @@ class TrainWidget(QWidget):
 
         self.loss_plot.clear()
         self.latent_points.setData([], [])
+        self._on_done = None
         self._launch(factory, f"starting a new run in {outdir}")
 
     def _on_resume(self) -> None:
@@ -367,7 +369,33 @@ class TrainWidget(QWidget):
 
             return resume_trainer(outdir, num_epochs=n)
 
+        self._on_done = None
         self._launch(factory, f"resuming {outdir} from epoch {eps[-1]}")
+
+    def start_selection_run(self, parent, ind_path, outdir, parent_epoch=None, on_done=None,
+                            **overrides) -> None:
+        """Train a new run in ``outdir`` on the particles of ``ind_path`` with the parent run's
+        settings (lineage recorded in config.yaml); ``on_done(outdir)`` when it finishes."""
+        if self.running:
+            show_error("A training is already running in the Train dock; stop it first.")
+            return
+        try:
+            _refuse_nonempty(str(outdir))
+        except InputError as e:
+            show_error(str(e))
+            return
+        self.set_inputs(outdir=outdir)
+
+        def factory():
+            from ..training.api import train_on_selection
+
+            return train_on_selection(parent, ind_path, outdir, parent_epoch=parent_epoch,
+                                      **overrides)
+
+        self.loss_plot.clear()
+        self.latent_points.setData([], [])
+        self._on_done = (lambda: on_done(outdir)) if on_done else None
+        self._launch(factory, f"training on the selection {ind_path} in {outdir}")
 
     def _on_stop(self) -> None:
         if not self.running:
@@ -424,6 +452,8 @@ class TrainWidget(QWidget):
         elif ev.kind in ("cancelled", "done"):
             if ev.kind == "done":
                 self.progress.setValue(1000)
+                if self._on_done is not None:
+                    self._on_done()
             msg = ev.message if ev.kind == "cancelled" else f"training finished: {ev.message}"
             self.status.setText(msg)
             show_info(msg)
