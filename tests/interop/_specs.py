@@ -52,5 +52,6 @@ ANALYZE_THEIRS = "gaussian-fourier-resid"  # cryodrgn analyze on their run (no U
 # (particles, poses and CTF) with --ind, and --skip-umap on one trained from pickles
 ANALYZE_OURS = {"gaussian-fourier-resid": [], "geom_lowf-fourier-mlp": ["--skip-umap"]}
 FILTER_OURS = "gaussian-fourier-resid"
+CHILD_RUN = "child-of-gaussian-fourier-resid"  # train_on_selection on FILTER_OURS, 1 epoch
 ANALYZE_ARGS = ["--pc", "2", "--n-per-pc", "3", "--ksample", "4"]
 FILTER_PRESELECT = np.array([0, 3, 10, 50, 95])  # rows of z.N.pkl that filter will save

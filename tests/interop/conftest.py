@@ -15,6 +15,7 @@ from _specs import (
     ANALYZE_ARGS,
     ANALYZE_OURS,
     ANALYZE_THEIRS,
+    CHILD_RUN,
     FILTER_OURS,
     FILTER_PRESELECT,
     N_SELECT,
@@ -24,6 +25,7 @@ from _specs import (
 
 from napari_cryodrgn.io.ctf import load_ctf
 from napari_cryodrgn.io.index import save_index
+from napari_cryodrgn.training.api import train_on_selection
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -158,8 +160,9 @@ def _train_ours(run: Run, d: dict) -> None:
 
 @pytest.fixture(scope="session")
 def our_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
-    """Our CLI trains every OUR_RUNS configuration; then one cryoDRGN process runs
-    ``eval_vol`` on each, ``analyze`` on two and ``filter -f`` on one."""
+    """Our CLI trains every OUR_RUNS configuration, and ``train_on_selection`` a child of the
+    .star run on half its particles; then one cryoDRGN process runs ``eval_vol`` on each
+    OUR_RUNS run, ``analyze`` on two and on the child, and ``filter -f`` on one."""
     root = tmp_path_factory.mktemp("our_runs")
     d = interop_data
     runs = {}
@@ -170,6 +173,12 @@ def our_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
             run = _new_run(root, name, spec, seed=200 + i)
             _train_ours(run, d)
             runs[name] = run
+        # a run trained on a selection of the .star run's particles (lineage in config.yaml)
+        save_index(root / "child_selection.pkl", d["ind_array"][::2])
+        for _ in train_on_selection(runs[FILTER_OURS].workdir, root / "child_selection.pkl",
+                                    root / CHILD_RUN, num_epochs=1, device="cpu",
+                                    precision="fp32").run():
+            pass
     finally:
         torch.set_num_threads(threads)
     jobs = []
@@ -179,6 +188,8 @@ def our_runs(cryodrgn, interop_data, tmp_path_factory) -> Side:
         an = runs[name]
         jobs.append(job(f"analyze:{name}", ["analyze", an.workdir, an.epochs, *ANALYZE_ARGS,
                                             *flags]))
+    jobs.append(job(f"analyze:{CHILD_RUN}", ["analyze", root / CHILD_RUN, 1, *ANALYZE_ARGS,
+                                              "--skip-umap"]))
     an = runs[FILTER_OURS]
     pre = root / "preselect.pkl"
     save_index(pre, FILTER_PRESELECT)

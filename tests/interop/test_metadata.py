@@ -8,7 +8,9 @@ from a fixed set of poses (box 64):
   optics groups that differ in voltage, Cs and amplitude contrast, RELION 3.0 as our writer
   writes it, and RELION 3.0 as RELION 3.0 itself wrote it (one table, origins in pixels, pixel
   size only as detector pixel size and magnification: cryoDRGN is given ``-D`` and ``--Apix``);
-- cryoSPARC .cs (axis-angle poses, shifts in pixels, CTF in radians).
+- cryoSPARC .cs (axis-angle poses, shifts in pixels, CTF in radians);
+- subsets of the two-optics-group .star and of the .cs written by ``io.subset`` (our index
+  pickle's rows).
 
 For each, cryoDRGN's pickles equal what our readers return from the same file, and the
 simulator's truth; cryoDRGN's pickles load through our restricted readers; the images
@@ -37,6 +39,7 @@ from napari_cryodrgn.io.mrc import write_mrc
 from napari_cryodrgn.io.particles import open_particles
 from napari_cryodrgn.io.poses import load_poses, save_poses
 from napari_cryodrgn.io.star import write_particles_star
+from napari_cryodrgn.io.subset import write_cs_subset, write_star_subset
 
 pytestmark = pytest.mark.interop
 
@@ -155,6 +158,15 @@ def metadata(cryodrgn, interop_data, tmp_path_factory):
     p = root / "box64.cs"
     write_particles_cs(p, ">Extract/stack7.mrcs", rot, trans, ctf, apix64, D64)
     add("box64 cryosparc", p, rot, trans, ctf)
+    # subsets we export (the rows of our index pickle) read by cryoDRGN as the originals' rows
+    sel = d["ind_array"]
+    sub31 = root / "sim31_subset.star"
+    write_star_subset(two, sel, sub31)
+    add("sim relion3.1 two optics groups, subset", sub31, sim_rot[sel], sim_trans[sel],
+        cases["sim relion3.1 two optics groups"]["ctf"][sel])
+    sub_cs = root / "sim_subset.cs"
+    write_cs_subset(cs, sel, sub_cs)
+    add("sim cryosparc, subset", sub_cs, sim_rot[sel], sim_trans[sel], sim_ctf[sel])
 
     jobs = []
     for name, c in cases.items():
@@ -197,7 +209,7 @@ def metadata(cryodrgn, interop_data, tmp_path_factory):
 
 CASES = ["sim relion3.1", "sim relion3.1 two optics groups", "sim relion3.0 (our writer)",
          "sim relion3.0 (as RELION 3.0)", "sim cryosparc", "box64 relion3.1", "box64 relion3.0",
-         "box64 cryosparc"]
+         "box64 cryosparc", "sim relion3.1 two optics groups, subset", "sim cryosparc, subset"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -14,7 +14,9 @@ Then cryoDRGN, reading only our ``config.yaml``, ``weights.N.pkl`` and ``z.N.pkl
 - ``cryodrgn filter -f`` (4.3.1's flag: ``--force``, save ``indices.pkl`` without prompting;
   the selection is pre-set with ``--plot-inds`` since there is no one to draw a lasso) reads our
   run, our ``--ind`` pickle and its analysis, and saves a selection in the original stack's
-  numbering that our index reader loads.
+  numbering that our index reader loads;
+- ``cryodrgn analyze`` reads a run trained on a selection (``train_on_selection``: a
+  ``lineage:`` section in config.yaml, the selection copied into the run as its ``--ind``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pickle
 import numpy as np
 import pytest
 from _cryodrgn import assert_maps_agree, read_map
-from _specs import ANALYZE_OURS, FILTER_OURS, FILTER_PRESELECT, OUR_RUNS
+from _specs import ANALYZE_OURS, CHILD_RUN, FILTER_OURS, FILTER_PRESELECT, OUR_RUNS
 
 from napari_cryodrgn.io.ctf import load_ctf
 from napari_cryodrgn.io.index import load_index
@@ -127,3 +129,16 @@ def test_run_from_star_records_cryodrgn_pickles(our_runs, interop_data):
     np.testing.assert_array_equal(trans, load_poses(star)[1])
     np.testing.assert_array_equal(ctf, load_ctf(star))
     assert rot.shape == (interop_data["n"], 3, 3)  # every particle: --ind indexes these
+
+
+def test_analyze_reads_a_run_trained_on_a_selection(our_runs, interop_data):
+    our_runs.jobs.check(f"analyze:{CHILD_RUN}")
+    child = our_runs.root / CHILD_RUN
+    cfg = load_run(child).config
+    sel = interop_data["ind_array"][::2]
+    assert cfg["lineage"]["parent"] == str(our_runs.runs[FILTER_OURS].workdir.resolve())
+    assert cfg["lineage"]["n_parent"] == len(interop_data["ind_array"])
+    assert cfg["lineage"]["n_selected"] == len(sel)
+    np.testing.assert_array_equal(load_index(cfg["dataset_args"]["ind"], None), sel)
+    labels = load_pickle(child / "analyze.1" / "kmeans4" / "labels.pkl")
+    assert len(labels) == len(sel) == len(load_z(child / "z.1.pkl")[0])
