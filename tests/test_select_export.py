@@ -280,3 +280,25 @@ def test_gallery_projection_matches_the_particle(run):
     np.testing.assert_allclose(p2.std(axis=(1, 2)), 1, rtol=1e-4)
     with pytest.raises(InputError, match="rows must lie in 0..319"):
         particle_pairs(s, [320])
+
+
+# -- the junk island rule ----------------------------------------------------------------------
+def test_isolated_island_finds_the_group_apart():
+    from napari_cryodrgn.analysis.filtering import isolated_island
+    from napari_cryodrgn.analysis.select import points_in_polygon
+
+    rng = np.random.default_rng(0)
+    main_a = rng.normal([0, 0], [1.0, 3.0], (3000, 2))  # two touching bodies
+    main_b = rng.normal([3, 0], [1.0, 3.0], (3000, 2))
+    apart = rng.normal([-15, 2], [1.0, 1.0], (900, 2))  # the group apart
+    fleck = rng.normal([8, 8], 0.1, (20, 2))  # too small to count
+    xy = np.concatenate([main_a, main_b, apart, fleck])
+    isl = isolated_island(xy)
+    truth = np.zeros(len(xy), bool)
+    truth[6000:6900] = True
+    inside = points_in_polygon(xy, isl.polygon)
+    assert isl.mask[truth].mean() > 0.95 and not isl.mask[~truth].any()  # its core
+    assert inside[truth].mean() > 0.98 and not inside[~truth].any()  # and most of its fringe
+    assert isl.isolation > 5
+    with pytest.raises(InputError, match="no separate group to lasso"):
+        isolated_island(main_a)
