@@ -126,13 +126,16 @@ def _add_analyze(sub):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="simulate a dataset, train on it and score the result")
+    p = sub.add_parser("demo", help="simulate a dataset, train on it, score the result against "
+                       "the truth and explore the latent space (analyze)")
     p.add_argument("outdir", type=Path, nargs="?", default=Path("demo_run"))
     p.add_argument("-n", type=int, default=8000)
     p.add_argument("-D", type=int, default=32)
     p.add_argument("--snr", type=float, default=3.0)
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--skip-explore", action="store_true",
+                   help="skip the latent-space analysis (PCA, UMAP, k-means, traversals)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -291,7 +294,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     run_demo(args.outdir, n=args.n, D=args.D, epochs=args.epochs, snr=args.snr,
-             overwrite=args.overwrite)
+             overwrite=args.overwrite, explore=not args.skip_explore)
     return 0
 
 

@@ -18,11 +18,13 @@ DEMO_NET = dict(qdim=128, qlayers=2, pdim=128, players=2, batch_size=8, lr=1e-3)
 
 
 def run_demo(outdir, n: int = 8000, D: int = 32, epochs: int = 12, zdim: int = 8,
-             snr: float = 3.0, overwrite: bool = False, seed: int = 4, log=print) -> dict:
+             snr: float = 3.0, overwrite: bool = False, seed: int = 4, log=print,
+             explore: bool = True) -> dict:
     """Simulate ``n`` particles, train ``epochs`` epochs, decode maps and score them.
 
     Writes ``outdir/data`` (the simulation), ``outdir/train`` (the run, cryoDRGN layout),
-    ``outdir/maps`` (maps at the true conformations' latents) and ``outdir/summary.json``.
+    ``outdir/maps`` (maps at the true conformations' latents), ``outdir/summary.json`` and,
+    with ``explore``, the latent-space analysis in ``outdir/train/analyze.<epochs>``.
     """
     outdir = Path(outdir)
     data_dir, run_dir, maps_dir = outdir / "data", outdir / "train", outdir / "maps"
@@ -59,5 +61,26 @@ def run_demo(outdir, n: int = 8000, D: int = 32, epochs: int = 12, zdim: int = 8
     log(f"conformation R^2 {scores.r2:.3f} | state accuracy {scores.state_acc:.3f} | "
         f"junk AUC {scores.junk_auc:.3f} | map FSC-AUC {scores.fsc_auc:.3f}")
     log(f"maps at the true conformations: {maps_dir}; run: {run_dir}")
+    if explore:
+        summary["analysis"] = str(explore_run(run_dir, epochs, log))
+        with atomic_write(outdir / "summary.json", "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
+
+
+def explore_run(run_dir: Path, epoch: int, log=print) -> Path:
+    """The headless explorer: PCA, UMAP, k-means, PC and graph traversals with their maps and
+    figures in ``run_dir/analyze.<epoch>`` (replaced when it exists)."""
+    from .analysis.analyze import run_analysis
+
+    log(f"exploring the latent space (PCA, UMAP, k-means, traversals) of epoch {epoch}")
+    out = None
+    for ev in run_analysis(run_dir, epoch, overwrite=True, precision="auto"):
+        if ev.kind == "warning":
+            log(f"  note: {ev.message}")
+        elif ev.kind == "done":
+            out = Path(ev.extra["outdir"])
+    log(f"figures and map series: {out}; open the run in napari with "
+        f"`napari {run_dir}` (or File > Open Folder)")
+    return out
 

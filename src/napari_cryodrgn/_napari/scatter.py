@@ -82,7 +82,7 @@ class LatentScatter(QWidget):
     rectFinished = Signal(object, object, str)  # corner, corner, selection mode
     clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
 
-    def __init__(self, max_display: int = 50_000, parent=None):
+    def __init__(self, max_display: int = 20_000, parent=None):
         super().__init__(parent)
         self.max_display = max_display
         self.tool = "pick"
