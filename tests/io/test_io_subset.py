@@ -187,3 +187,22 @@ def test_check_rows_mask_and_sorting():
         check_rows(np.ones(4, bool), 5, "s")
     with pytest.raises(InputError, match="1-D array of particle indices"):
         check_rows(np.array([0.5]), 5, "s")
+
+
+def test_compose_and_save_selection_within(tmp_path):
+    from napari_cryodrgn.io.index import compose_index, load_index, save_selection_within
+
+    run_ind = np.array([1, 4, 5, 8, 9])  # a run trained with --ind on 5 of 10 particles
+    np.testing.assert_array_equal(compose_index(run_ind, [0, 3]), [1, 8])
+    np.testing.assert_array_equal(compose_index(None, [0, 3]), [0, 3])
+    with pytest.raises(InputError, match="rows go up to 5 but the run has 5 particles"):
+        compose_index(run_ind, [5])
+    a, b = save_selection_within(tmp_path / "s.pkl", [8, 1], run_ind)
+    np.testing.assert_array_equal(load_index(a, 10), [1, 8])
+    # the inverse: the rest of the run's particles (as cryoDRGN's filter), original numbering
+    np.testing.assert_array_equal(load_index(b, 10), [4, 5, 9])
+    with pytest.raises(InputError, match="the selection is empty"):
+        save_selection_within(tmp_path / "e.pkl", np.array([], np.int64), run_ind)
+    with pytest.raises(InputError, match="1 selected particles .first: 2. are not among"):
+        save_selection_within(tmp_path / "e.pkl", [1, 2], run_ind)
+    assert not (tmp_path / "e.pkl").exists()

@@ -164,6 +164,7 @@ def select_particles(workdir, epoch: int | None = None, kmeans: int | None = Non
     ``saved``. ``invert`` then keeps the rest. The UMAP is the one the explorer shows
     (``analyze.N/umap.pkl`` or the explorer's cache), computed and cached when neither exists.
     """
+    from ..io.index import compose_index
     from ..session import Session
 
     if kmeans_labels is None and polygon is None and not saved:
@@ -209,7 +210,8 @@ def select_particles(workdir, epoch: int | None = None, kmeans: int | None = Non
     if invert:
         mask = ~mask
     universe = s.particle_ind
-    return SelectionResult(mask, np.sort(universe[mask]), universe, notes)
+    return SelectionResult(mask, np.sort(compose_index(universe, np.flatnonzero(mask))), universe,
+                           notes)
 
 
 def save_selected(result: SelectionResult, path, overwrite: bool = False):
