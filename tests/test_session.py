@@ -98,7 +98,7 @@ def test_colourings(run, tiny_dataset):
     s = Session.open(run)
     names = s.colouring_names()
     assert names[:2] == ["density", "kmeans"] and {"z0", "z2", "defocus", "tilt"} <= set(names)
-    assert "loss" not in names
+    assert "loss" in names
     cols = s.colourings()
     ctf = load_ctf(tiny_dataset["ctf"])
     np.testing.assert_allclose(cols["defocus"], ctf[:, 2:4].mean(1), rtol=1e-5)

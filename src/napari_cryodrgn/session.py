@@ -44,8 +44,15 @@ Colourings (per-particle values, ``(N,)`` float32)::
 Names: "density" (log of a smoothed 2D histogram of the view, looked up per particle),
 "kmeans" (labels of ``s.kmeans()``), "z0".."z{zdim-1}", and when the run's dataset files are
 found (paths in config.yaml): "defocus" (mean of DefocusU and DefocusV, Angstrom), "rot",
-"tilt", "psi" (RELION Euler angles of the poses, degrees). There is no "loss": neither tool
-records a per-particle loss.
+"tilt", "psi" (RELION Euler angles of the poses, degrees), and "loss" when the run's particle
+files are there (each particle's reconstruction error at its pose and stored z, the trainer's
+masked Hartley MSE: :mod:`.analysis.particle_loss`). "loss" is a pass of the decoder over every
+particle the first time (cached in the session and in ``WORKDIR/explore/loss.{epoch}.npy``)::
+
+    s.loss_ready() -> bool                  # computed already (memory or disk cache)?
+    s.particle_loss(progress=None, device="auto") -> (N,) float32   # = s.colouring("loss");
+                                            # progress(done, total) per batch: call it in a
+                                            # worker when not loss_ready()
 
 k-means::
 
@@ -111,6 +118,7 @@ from .analysis.cluster import kmeans as _kmeans
 from .analysis.embed import PCAFit, cached_umap, fit_pca, point_density, umap_available
 from .analysis.latents import STATE_DIR, Latents, load_latents, umap_cache_paths, z_epochs
 from .analysis.metadata import dataset_meta
+from .analysis.particle_loss import cached_losses, particle_losses, particles_available
 from .analysis.traverse import graph_path as _graph_path
 from .analysis.traverse import neighbour_graph, pc_traversal, resample_polyline
 from .errors import InputError
@@ -477,7 +485,8 @@ class Session:
 
     def colouring_names(self) -> list[str]:
         return (["density", "kmeans"] + [f"z{i}" for i in range(self.zdim)]
-                + list(self._dataset().get("colourings", {})))
+                + list(self._dataset().get("colourings", {}))
+                + (["loss"] if self._dataset().get("loss") else []))
 
     def colouring(self, name: str, space: str | None = None) -> np.ndarray:
         """Per-particle values (N,) float32 for colouring the scatter."""
@@ -491,6 +500,8 @@ class Session:
         extra = self._dataset().get("colourings", {})
         if name in extra:
             return extra[name]
+        if name == "loss":
+            return self.particle_loss()
         raise InputError(f"no colouring {name!r}; choose one of {self.colouring_names()}")
 
     def colourings(self, space: str | None = None) -> Mapping[str, np.ndarray]:
@@ -500,8 +511,30 @@ class Session:
     def _dataset(self) -> dict:
         """Per-particle metadata from the run's dataset files, read once (missing: skipped)."""
         if self._meta is None:
-            self._meta = dataset_meta(self.workdir, self.config, self.n)
+            meta = dataset_meta(self.workdir, self.config, self.n)
+            meta["loss"] = particles_available(self.workdir, self.config)
+            self._meta = meta
         return self._meta
+
+    def particle_loss(self, progress=None, device: str = "auto") -> np.ndarray:
+        """Each particle's reconstruction error (N,) float32 at this epoch (the "loss"
+        colouring); slow the first time, see :meth:`loss_ready`."""
+        epoch = self.epoch
+        return self._cached("loss", lambda: particle_losses(
+            self.workdir, epoch, device=device, progress=progress))
+
+    def loss_ready(self) -> bool:
+        """Whether the "loss" colouring is computed (in memory or in the disk cache)."""
+        with self._lock:
+            cache, epoch = self._cache, self.epoch
+            if "loss" in cache:
+                return True
+        arr = cached_losses(self.workdir, epoch, self.n)
+        if arr is None:
+            return False
+        with self._lock:
+            cache.setdefault("loss", arr)
+        return True
 
     # -- k-means ------------------------------------------------------------------------------
     @property

@@ -120,6 +120,42 @@ def refine_latent(model: HetVAE, prep: Preprocessor, y, c, coords, z, steps: int
     return z + (zr - z).detach()
 
 
+def recon_error(model: HetVAE, y, c, coords, z) -> torch.Tensor:
+    """Per-image reconstruction error (B,): the mean squared difference over the masked
+    lattice points between ``y`` and the decoder's slice at ``coords`` (the poses) and ``z``,
+    times the CTF ``c`` (None: no CTF). The generative term of :func:`vae_loss`."""
+    h, hm = model.decoder.hartley_pair(coords, z)
+    recon = torch.cat([h, hm], 1).float()
+    if c is not None:
+        recon = recon * c
+    return (recon - y).pow(2).mean(1)
+
+
+def batch_tensors(data: ParticleData, prep: Preprocessor, rows: np.ndarray, rot: torch.Tensor,
+                  trans: torch.Tensor | None = None, ctf: torch.Tensor | None = None,
+                  enc_inplane: bool = False):
+    """(y, c, enc, rot) of dataset ``rows`` (int64 array): the preprocessed images (see
+    :meth:`Preprocessor.batch`), with ``rot``/``trans``/``ctf`` the whole dataset's poses and
+    CTF rows as float32 CPU tensors; ``enc_inplane`` turns the encoder's copy of each image to
+    its canonical in-plane orientation."""
+    imgs = torch.from_numpy(np.ascontiguousarray(data.images(rows)))
+    r = torch.from_numpy(rows)
+    trans = None if trans is None else trans[r]
+    ctf = None if ctf is None else ctf[r]
+    rot = rot[r].to(prep.device)
+    ang = inplane_angles(rot) if enc_inplane else None
+    y, c, enc = prep.batch(imgs, trans, ctf, ang)
+    return y, c, enc, rot
+
+
+def data_tensors(data: ParticleData):
+    """(rot, trans or None, ctf or None) of the whole dataset as float32 CPU tensors."""
+    rot = torch.as_tensor(data.rot, dtype=torch.float32)
+    trans = None if data.trans is None else torch.as_tensor(data.trans, dtype=torch.float32)
+    ctf = None if data.ctf is None else torch.as_tensor(data.ctf, dtype=torch.float32)
+    return rot, trans, ctf
+
+
 def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None,
              refine_steps: int = 0, refine_step: float = 0.5):
     """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per)."""
@@ -132,11 +168,7 @@ def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen
         z = mu
     if refine_steps and model.training:
         z = refine_latent(model, prep, y, c, coords, z, refine_steps, refine_step)
-    h, hm = model.decoder.hartley_pair(coords, z)
-    recon = torch.cat([h, hm], 1).float()
-    if c is not None:
-        recon = recon * c
-    per = (recon - y).pow(2).mean(1)
+    per = recon_error(model, y, c, coords, z)
     gen_loss = per.mean()
     mu32, lv32 = mu.float(), logvar.float()
     kld = torch.mean(-0.5 * torch.sum(1 + lv32 - mu32.pow(2) - lv32.exp(), dim=1))
@@ -182,10 +214,7 @@ class Trainer:
         self.start_epoch = 1
         if cfg.load:
             self._resume(cfg.load)
-        self.rot = torch.as_tensor(data.rot, dtype=torch.float32)
-        self.trans = (None if data.trans is None
-                      else torch.as_tensor(data.trans, dtype=torch.float32))
-        self.ctf = None if data.ctf is None else torch.as_tensor(data.ctf, dtype=torch.float32)
+        self.rot, self.trans, self.ctf = data_tensors(data)
 
     # -- control -------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -212,14 +241,8 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------------------
     def _batch_tensors(self, rows: np.ndarray):
-        imgs = torch.from_numpy(np.ascontiguousarray(self.data.images(rows)))
-        r = torch.from_numpy(rows)
-        trans = None if self.trans is None else self.trans[r]
-        ctf = None if self.ctf is None else self.ctf[r]
-        rot = self.rot[r].to(self.device)
-        ang = inplane_angles(rot) if self.cfg.model.enc_inplane else None
-        y, c, enc = self.prep.batch(imgs, trans, ctf, ang)
-        return y, c, enc, rot
+        return batch_tensors(self.data, self.prep, rows, self.rot, self.trans, self.ctf,
+                             self.cfg.model.enc_inplane)
 
     def _order(self, epoch: int) -> np.ndarray:
         """Shuffle order for an epoch: a function of seed and epoch, so resume is exact."""

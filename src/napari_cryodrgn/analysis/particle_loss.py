@@ -1,0 +1,193 @@
+"""Per-particle reconstruction error of a trained run, for colouring the latent views.
+
+::
+
+    losses = particle_losses(workdir, epoch=None, batch_size=256, device="auto",
+                             progress=None)         # (N,) float32, one per row of z.N.pkl
+    particles_available(workdir, config)            # cheap: are the run's particle files there?
+    cached_losses(workdir, epoch, n)                # the cached array, or None
+
+Row ``r`` is the trainer's generative loss term (:func:`..training.trainer.recon_error`, the
+masked Hartley MSE) of particle ``r`` alone: its image, preprocessed as in training (window,
+``invert_data`` and the normalisation of config.yaml, translation, CTF), against the decoder's
+central slice at the particle's pose and its stored latent point ``z_mu`` (the epoch's
+z.N.pkl, not re-encoded, so the values belong to the points the explorer draws). The mean over
+the particles is the eval-mode generative loss of the epoch. Only the decoder is used, so the
+encoder's settings (mask, in-plane turning, input) do not matter and cryoDRGN's runs work too.
+Computed in fp32, without gradients.
+
+The result is cached in ``WORKDIR/explore/loss.{epoch}.npy`` (``loss.final.npy`` for
+``z.pkl``), written atomically; the cache is used when it holds N values and is not older
+than the epoch's z and weights files, else recomputed. A read-only run folder is not cached
+(a warning is logged). ``progress(done, total)`` is called after each batch (a GUI worker's
+progress bar). Qt-free.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io.atomic import atomic_write
+from ..io.rundata import RunDataset
+from .latents import STATE_DIR, load_latents
+
+log = logging.getLogger(__name__)
+
+NEEDS = "the per-particle loss colouring needs the particles the run was trained on"
+DECODE_BUDGET = 2**27  # decoder activations per chunk (points x hidden units, ~0.5 GiB fp32)
+
+
+def loss_cache_path(workdir, epoch: int | None) -> Path:
+    """``WORKDIR/explore/loss.{epoch}.npy`` (``loss.final.npy`` for the final z.pkl)."""
+    return Path(workdir) / STATE_DIR / f"loss.{'final' if epoch is None else epoch}.npy"
+
+
+def _latent_files(workdir: Path, epoch: int | None) -> list[Path]:
+    if epoch is None:
+        return [workdir / "z.pkl", workdir / "weights.pkl"]
+    return [workdir / f"z.{epoch}.pkl", workdir / f"weights.{epoch}.pkl"]
+
+
+def cached_losses(workdir, epoch: int | None, n: int) -> np.ndarray | None:
+    """The cached losses of ``epoch`` (an epoch number, None: z.pkl) when the cache holds
+    ``n`` values and is not older than the epoch's z and weights files; else None."""
+    workdir = Path(workdir)
+    path = loss_cache_path(workdir, epoch)
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        log.warning("ignoring %s (%s); the losses are recomputed", path, e)
+        return None
+    if arr.shape != (n,) or not np.issubdtype(arr.dtype, np.floating):
+        log.warning("ignoring %s: %s values of type %s for %d particles", path, arr.shape,
+                     arr.dtype, n)
+        return None
+    for f in _latent_files(workdir, epoch):
+        try:
+            if f.stat().st_mtime > mtime:
+                log.info("ignoring %s: older than %s", path, f.name)
+                return None
+        except OSError:
+            pass
+    return arr.astype(np.float32, copy=False)
+
+
+def _save_cache(path: Path, losses: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        np.save(buf, losses)
+        with atomic_write(path, "wb") as f:
+            f.write(buf.getvalue())
+    except (OSError, InputError) as e:
+        log.warning("per-particle losses not cached in %s (%s)", path, e)
+
+
+def _dataset_files(ds: RunDataset) -> list[tuple[str, Path | None]]:
+    """(role, path) of the files the losses read; path None: not recorded (only the CTF and
+    index may be absent)."""
+    ind = ds.args.get("ind")
+    return [("particle", ds.file("particles")), ("pose", ds.file("poses")),
+            ("CTF", ds.file("ctf")),
+            ("index", ds.file("ind") if isinstance(ind, str) else None)]
+
+
+def particles_available(workdir, config: dict) -> bool:
+    """Whether the files config.yaml names for the run's particles, poses (and CTF and index
+    when recorded) exist; a cheap check that reads nothing."""
+    ds = RunDataset(Path(workdir), config)
+    files = _dataset_files(ds)
+    if files[0][1] is None or files[1][1] is None:
+        return False
+    return all(p is None or p.is_file() for _, p in files)
+
+
+def _open_data(ds: RunDataset):
+    from ..training.data import load_particle_data
+
+    for role, p in _dataset_files(ds):
+        if p is None and role in ("particle", "pose"):
+            key = "particles" if role == "particle" else "poses"
+            raise InputError(f"{ds.workdir}/config.yaml does not record the {role} file "
+                             f"(dataset_args.{key}); {NEEDS}")
+        if p is not None and not p.is_file():
+            raise InputError(f"{p}: {role} file not found; {NEEDS} (the file named in "
+                             f"{ds.workdir}/config.yaml)")
+    try:
+        return load_particle_data(ds.particles, ds.file("poses"), ctf=ds.file("ctf"),
+                                  ind=ds.ind, datadir=ds.datadir)
+    except InputError as e:
+        raise InputError(f"{e}; {NEEDS}") from None
+
+
+def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
+                    device: str = "auto",
+                    progress: Callable[[int, int], object] | None = None) -> np.ndarray:
+    """Reconstruction error (N,) float32 of every particle of the run at ``epoch`` (latest
+    when None, as :func:`.latents.load_latents`); see the module docstring. InputError when
+    the run's particle files cannot be found or do not fit the run."""
+    from ..model.load import load_run
+    from ..training.preprocess import Preprocessor
+    from ..training.trainer import batch_tensors, data_tensors, pick_device, recon_error
+
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
+    workdir = Path(workdir)
+    lat = load_latents(workdir, epoch)
+    n = len(lat.z)
+    cached = cached_losses(workdir, lat.epoch, n)
+    if cached is not None:
+        if progress is not None:
+            progress(n, n)
+        return cached
+    dev = pick_device(device)
+    run = load_run(workdir, lat.epoch, device=dev)
+    if run.model.zdim != lat.z.shape[1]:
+        raise InputError(f"{run.weights}: the model's zdim is {run.model.zdim} but "
+                         f"{lat.zfile.name} has {lat.z.shape[1]}; the files come from "
+                         "different runs")
+    ds = RunDataset(workdir, run.config)
+    data = _open_data(ds)
+    if data.D != run.D_img:
+        raise InputError(f"{ds.particles}: images of {data.D} pixels but the model was trained "
+                         f"on {run.D_img}; is config.yaml's particles file the one the run "
+                         "used?")
+    if data.n != n:
+        raise InputError(f"{workdir}: {n} latent points in {lat.zfile.name} but the dataset "
+                         f"selects {data.n} particles; did the index file change?")
+    dargs = ds.args
+    margs = run.model.args
+    prep = Preprocessor(data.D, bool(dargs.get("invert_data", True)),
+                        bool(dargs.get("window", True)), float(dargs.get("window_r", 0.85)),
+                        run.norm[1], enc_radius=margs.enc_mask, device=dev)
+    rot, trans, ctf = data_tensors(data)
+    z = torch.from_numpy(np.ascontiguousarray(lat.z, np.float32))
+    chunk = max(1, DECODE_BUDGET // max(prep.n_half * int(margs.pdim), 1))
+    out = np.empty(n, np.float32)
+    model = run.model.eval()
+    with torch.no_grad():
+        for s in range(0, n, batch_size):
+            rows = np.arange(s, min(s + batch_size, n), dtype=np.int64)
+            # the encoder's input (and its in-plane turning) is not needed: enc_inplane off
+            y, c, _, r = batch_tensors(data, prep, rows, rot, trans, ctf)
+            coords = prep.coords_half.to(r.dtype) @ r
+            zb = z[rows].to(dev)
+            for a in range(0, len(rows), chunk):
+                b = slice(a, a + chunk)
+                per = recon_error(model, y[b], None if c is None else c[b], coords[b], zb[b])
+                out[s + a : s + a + len(per)] = per.cpu().numpy()
+            if progress is not None:
+                progress(int(rows[-1]) + 1, n)
+    _save_cache(loss_cache_path(workdir, lat.epoch), out)
+    return out
