@@ -125,6 +125,15 @@ def test_traversal_buttons_make_series(viewer, qtbot, explore):
     assert w.picks == [a, b] and p.indices[0] == a and p.indices[-1] == b
 
 
+def test_loss_colouring_is_computed_in_a_worker(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    assert "loss" in [w.colour.itemText(i) for i in range(w.colour.count())]
+    w.colour.setCurrentText("loss")
+    qtbot.waitUntil(lambda: s.colour_by == "loss", timeout=60_000)
+    assert w._loss_worker is None and s.loss_ready()
+    assert np.isfinite(s.colouring("loss")).all() and len(w.scatter._layers) > 1
+
+
 def test_bad_runs_are_notified(viewer, explore, tiny_run, tmp_path, notes):
     w = explore
     assert w.open_run(tiny_run, epoch=99) is None

@@ -76,6 +76,7 @@ class ExploreWidget(QWidget):
         self._pending = None
         self._decoding = None
         self._series_worker = None
+        self._loss_worker = None
         self._build()
 
     # -- layout ------------------------------------------------------------------------------
@@ -301,10 +302,28 @@ class ExploreWidget(QWidget):
     def _on_colour_changed(self, name: str) -> None:
         if self.session is None or not name:
             return
+        if name == "loss" and not self.session.loss_ready():
+            # one pass over every particle: computed in a worker, then cached in the run folder
+            self.info.setText("computing each particle's reconstruction error…")
+            worker = create_worker(_checked, self.session.particle_loss)
+            worker.returned.connect(lambda r: self._on_loss_ready(r, name))
+            worker.start()
+            self._loss_worker = worker
+            return
         self.session.colour_by = name
         self.scatter.set_values(self.session.colouring(name, self.session.space),
                                 name == "kmeans")
         self._on_session_selection()
+
+    def _on_loss_ready(self, result, name: str) -> None:
+        self._loss_worker = None
+        if isinstance(result, InputError):
+            show_error(str(result))
+            self.colour.setCurrentText(self.session.colour_by)
+            return
+        if self.colour.currentText() == name:
+            self._on_colour_changed(name)
+        self._update_info()
 
     # -- picking and maps ----------------------------------------------------------------------
     def _on_pick(self, x: float, y: float) -> None:
@@ -432,7 +451,6 @@ class ExploreWidget(QWidget):
         lname = SERIES_PREFIX + name
         data, kw, _ = map_layer(vols, apix, lname, {"z": z.tolist()})
         kw["scale"] = (1.0, apix, apix, apix)
-        kw["units"] = ("pixel", "angstrom", "angstrom", "angstrom")
         kw["iso_threshold"] = iso_threshold(vols[0])
         if lname in self.viewer.layers:
             self.viewer.layers.remove(lname)

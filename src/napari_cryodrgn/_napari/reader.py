@@ -63,8 +63,8 @@ def read_mrc_file(path: Path) -> list:
 
 
 def _image_kwargs(apix: float, name: str) -> dict:
-    return {"name": name, "scale": (apix, apix), "units": ("angstrom", "angstrom"),
-            "colormap": "gray", "metadata": {"apix": apix}}
+    return {"name": name, "scale": (apix, apix), "colormap": "gray",
+            "metadata": {"apix": apix}}
 
 
 def _sample_limits(stack) -> tuple[float, float]:
