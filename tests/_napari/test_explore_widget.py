@@ -155,8 +155,11 @@ def test_bad_runs_are_notified(viewer, explore, tiny_run, tmp_path, notes):
 
 def test_toy_model_iso_surface_screenshot(viewer, qtbot, artifacts):
     viewer.open_sample(PLUGIN, "trained_toy_model")
-    qtbot.waitUntil(lambda: any(getattr(d, "widget", lambda: None)() is not None
-                                for d in viewer.window._dock_widgets.values()), timeout=10_000)
+    qtbot.waitUntil(lambda: any("Explore" in k for k in viewer.window.dock_widgets),
+                    timeout=10_000)
+    explore = next(d for k, d in viewer.window.dock_widgets.items() if "Explore" in k)
+    qtbot.waitUntil(lambda: explore.session is not None, timeout=30_000)
+    assert explore.session.workdir.name == "toy_model" and explore.session.n == 4000
     layer = viewer.layers[MAP_LAYER]
     assert layer.rendering == "iso"
     viewer.dims.ndisplay = 3
