@@ -167,3 +167,24 @@ def test_toy_model_iso_surface_screenshot(viewer, qtbot, artifacts):
     img = viewer.screenshot(str(artifacts / "toy_model_iso.png"), canvas_only=True)
     lit = (img[..., :3].max(axis=-1) > 60).mean()
     assert 0.005 < lit < 0.9, lit
+
+
+def test_rotating_movie_of_the_map_and_a_series(viewer, qtbot, explore, tmp_path, notes):
+    import imageio.v2 as imageio
+
+    w, s = explore, explore.session
+    assert w.record_movie(tmp_path / "m.gif") is None  # no map yet
+    w.request_map(s.z[0])
+    qtbot.waitUntil(lambda: w.map_request_done and MAP_LAYER in viewer.layers, timeout=30_000)
+    rec = w.record_movie(tmp_path / "m.gif", frames=6)
+    qtbot.waitUntil(lambda: rec.done and (tmp_path / "m.gif").exists(), timeout=60_000)
+    frames = imageio.mimread(tmp_path / "m.gif")
+    assert len(frames) == 6 and frames[0].shape[-1] == 3
+    assert np.abs(frames[0].astype(int) - frames[2].astype(int)).mean() > 0  # it turned
+    assert w.record_movie(tmp_path / "m.gif") is None and "exists" in notes[-1][1]
+    w.n_frames.setValue(4)
+    w.pc_btn.click()
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc1" in viewer.layers, timeout=60_000)
+    rec = w.record_movie(tmp_path / "pc1.gif", series="pc1", frames=2)
+    qtbot.waitUntil(lambda: rec.done and (tmp_path / "pc1.gif").exists(), timeout=60_000)
+    assert len(imageio.mimread(tmp_path / "pc1.gif")) == 4  # at least one frame per map

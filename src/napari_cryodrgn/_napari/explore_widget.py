@@ -167,8 +167,13 @@ class ExploreWidget(QWidget):
         self.series_box = QComboBox()
         self.export_btn = QPushButton("Export series…")
         self.export_btn.clicked.connect(self._on_export_clicked)
+        self.movie_btn = QPushButton("Rotating movie…")
+        self.movie_btn.setToolTip("A GIF of the 3D view turning once: the map, or the chosen "
+                                  "series played while it turns")
+        self.movie_btn.clicked.connect(self._on_movie_clicked)
         series.addWidget(self.series_box, 4, 0, 1, 2)
         series.addWidget(self.export_btn, 4, 2)
+        series.addWidget(self.movie_btn, 5, 2)
         series_group = QGroupBox("Map series")
         series_group.setLayout(series)
 
@@ -187,7 +192,7 @@ class ExploreWidget(QWidget):
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.view, self.colour, self.pc_btn, self.finish_btn, self.graph_btn,
-                  self.kmeans_btn, self.clear_paths_btn, self.export_btn,
+                  self.kmeans_btn, self.clear_paths_btn, self.export_btn, self.movie_btn,
                   *self.tool_buttons.values()):
             w.setEnabled(on)
 
@@ -483,6 +488,40 @@ class ExploreWidget(QWidget):
         out = QFileDialog.getExistingDirectory(self, "Export the series into a new folder")
         if out:
             self.export(name, out)
+
+    def record_movie(self, path, series: str | None = None, frames: int = 36):
+        """Start a rotating GIF of the map (or of series ``series``); returns the recorder
+        (its ``finished`` signal carries the path) or None on bad input."""
+        from .movie import MovieRecorder
+
+        layer = None
+        if series is not None:
+            name = SERIES_PREFIX + series
+            if name not in self.viewer.layers:
+                show_error(f"No map series named {series!r} in the viewer.")
+                return None
+            layer = self.viewer.layers[name]
+        elif MAP_LAYER not in self.viewer.layers:
+            show_error("No map to film yet: click on the scatter first.")
+            return None
+        try:
+            rec = MovieRecorder(self.viewer, path, frames=frames, series_layer=layer)
+        except InputError as e:
+            show_error(str(e))
+            return None
+        rec.finished.connect(lambda r: show_error(str(r)) if isinstance(r, InputError)
+                             else show_info(f"movie written: {r}"))
+        self._movie = rec
+        rec.start()
+        return rec
+
+    def _on_movie_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save a rotating movie", "", "GIF (*.gif)")
+        if path:
+            name = self.series_box.currentText() or None
+            series = name if name and (SERIES_PREFIX + name) in self.viewer.layers and \
+                self.viewer.layers[SERIES_PREFIX + name].visible else None
+            self.record_movie(path, series)
 
     # -- selection tools -----------------------------------------------------------------------
     def _on_lasso(self, polygon: np.ndarray, mode: str) -> None:
