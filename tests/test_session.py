@@ -13,20 +13,12 @@ from napari_cryodrgn.io.ctf import load_ctf
 from napari_cryodrgn.io.safepickle import load_pickle
 from napari_cryodrgn.model.load import load_run
 from napari_cryodrgn.session import Session
-from napari_cryodrgn.training.api import make_trainer
 from napari_cryodrgn.training.checkpoint import load_z
-
-NET = dict(qdim=32, qlayers=1, pdim=32, players=1, batch_size=16, precision="fp32")
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("session_run") / "run"
-    ds = tiny_dataset
-    for _ in make_trainer(ds["particles"], ds["poses"], out, 3, ctf=ds["ctf"], num_epochs=2,
-                          seed=4, **NET).run():
-        pass
-    return out
+def trained(train_tiny):
+    return train_tiny("session_run", zdim=3, seed=4)
 
 
 @pytest.fixture

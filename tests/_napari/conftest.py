@@ -47,14 +47,6 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_dataset, tmp_path_factory):
-    """A 2-epoch run on the tiny dataset (checkpoints weights.1/2, z.1/2)."""
-    from napari_cryodrgn.training.api import make_trainer
-
-    out = tmp_path_factory.mktemp("tiny_run") / "run"
-    d = tiny_dataset
-    t = make_trainer(d["particles"], d["poses"], out, 2, ctf=d["ctf"], num_epochs=2,
-                     qdim=32, qlayers=1, pdim=32, players=1, batch_size=16, precision="fp32")
-    for _ in t.run():
-        pass
-    return out
+def tiny_run(train_tiny):
+    """A 2-epoch zdim-2 run on the tiny dataset (checkpoints weights.1/2, z.1/2)."""
+    return train_tiny("tiny_run")

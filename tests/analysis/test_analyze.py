@@ -11,22 +11,15 @@ from napari_cryodrgn.analysis.analyze import run_analysis
 from napari_cryodrgn.errors import InputError
 from napari_cryodrgn.io.mrc import read_mrc
 from napari_cryodrgn.io.safepickle import load_pickle
-from napari_cryodrgn.training.api import make_trainer
 from napari_cryodrgn.training.checkpoint import load_z
 
-NET = dict(qdim=32, qlayers=1, pdim=32, players=1, batch_size=16, precision="fp32")
 FAST = dict(ksample=4, n_per_pc=3, skip_umap=True)
 
 
 @pytest.fixture(scope="module")
-def run3(tiny_dataset, tmp_path_factory):
+def run3(train_tiny):
     """A zdim-3 run of 2 epochs on the 120-particle D=16 dataset."""
-    out = tmp_path_factory.mktemp("an_run") / "run"
-    ds = tiny_dataset
-    for _ in make_trainer(ds["particles"], ds["poses"], out, 3, ctf=ds["ctf"], num_epochs=2,
-                          seed=2, **NET).run():
-        pass
-    return out
+    return train_tiny("an_run", zdim=3, seed=2)
 
 
 def _drain(events):

@@ -31,7 +31,7 @@ import pytest
 from _cryodrgn import job, run_jobs
 
 from napari_cryodrgn.errors import InputError
-from napari_cryodrgn.geometry.rotations import matrix_to_euler_relion, random_rotations
+from napari_cryodrgn.geometry.rotations import matrix_to_euler_relion
 from napari_cryodrgn.io.cs import write_particles_cs
 from napari_cryodrgn.io.ctf import load_ctf, save_ctf
 from napari_cryodrgn.io.index import load_index
@@ -49,22 +49,6 @@ STACK = "Extract/stack.mrcs"  # relative to the metadata files, as RELION writes
 def _load_plain(path):
     with open(path, "rb") as f:
         return pickle.load(f)
-
-
-def _poses_ctf_box64():
-    """A fixed set of 7 poses (rot, trans in box fractions) and CTF rows, box 64, apix 1.7."""
-    rng = np.random.default_rng(3)
-    n, D, apix = 7, 64, 1.7
-    rot = random_rotations(n, rng)
-    trans = rng.uniform(-0.1, 0.1, (n, 2))
-    ctf = np.zeros((n, 9))
-    ctf[:, 0], ctf[:, 1] = D, apix
-    ctf[:, 2] = rng.uniform(10000, 20000, n)
-    ctf[:, 3] = ctf[:, 2] - rng.uniform(0, 500, n)
-    ctf[:, 4] = rng.uniform(-90, 90, n)
-    ctf[:, 5], ctf[:, 6], ctf[:, 7] = 300.0, 2.7, 0.1
-    ctf[:, 8] = rng.uniform(0, 30, n)
-    return rot, trans, ctf, D, apix
 
 
 def _write_relion30_as_relion(path, rot, trans, ctf, D):
@@ -113,7 +97,7 @@ def _write_relion31_two_groups(path, rot, trans, ctf, D):
 
 
 @pytest.fixture(scope="module")
-def metadata(cryodrgn, interop_data, tmp_path_factory):
+def metadata(cryodrgn, interop_data, poses_ctf_box64, tmp_path_factory):
     """Write every metadata file, run all cryoDRGN commands on them in one process."""
     root = tmp_path_factory.mktemp("metadata")
     (root / "Extract").mkdir()
@@ -146,7 +130,7 @@ def metadata(cryodrgn, interop_data, tmp_path_factory):
     write_particles_cs(cs, f">{STACK}", sim_rot, sim_trans, sim_ctf, apix, D)
     add("sim cryosparc", cs, sim_rot, sim_trans, sim_ctf)
     # a fixed set of poses at box 64, stack of 8 (the original test_io_interop cases)
-    rot, trans, ctf, D64, apix64 = _poses_ctf_box64()
+    rot, trans, ctf, D64, apix64 = poses_ctf_box64
     n7 = len(rot)
     data7 = np.random.default_rng(0).normal(size=(n7, 8, 8)).astype(np.float32)
     write_mrc(root / "Extract" / "stack7.mrcs", data7, 1.5)

@@ -3,7 +3,6 @@ and checking ``z.N.pkl`` against ``config.yaml``, and where analyses and caches 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,12 +18,7 @@ STATE_DIR = "explore"  # WORKDIR/explore/: the explorer's selection and UMAP cac
 
 def z_epochs(workdir) -> list[int]:
     """Sorted epoch numbers N with a z.N.pkl in ``workdir``."""
-    out = []
-    for p in Path(workdir).glob("z.*.pkl"):
-        m = re.fullmatch(r"z\.(\d+)\.pkl", p.name)
-        if m:
-            out.append(int(m.group(1)))
-    return sorted(out)
+    return epochs_in(workdir, "z")
 
 
 def resolve_z(workdir, epoch: int | None = None) -> tuple[Path, int | None]:

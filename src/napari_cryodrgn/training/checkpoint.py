@@ -44,11 +44,11 @@ def finalize(outdir, epoch: int) -> None:
         os.replace(tmp, outdir / f"{stem}.pkl")
 
 
-def epochs_in(outdir) -> list[int]:
-    """Sorted epoch numbers N with a weights.N.pkl in ``outdir``."""
+def epochs_in(outdir, stem: str = "weights") -> list[int]:
+    """Sorted epoch numbers N with a ``{stem}.N.pkl`` (weights, or z) in ``outdir``."""
     out = []
-    for p in Path(outdir).glob("weights.*.pkl"):
-        m = re.fullmatch(r"weights\.(\d+)\.pkl", p.name)
+    for p in Path(outdir).glob(f"{stem}.*.pkl"):
+        m = re.fullmatch(rf"{re.escape(stem)}\.(\d+)\.pkl", p.name)
         if m:
             out.append(int(m.group(1)))
     return sorted(out)
