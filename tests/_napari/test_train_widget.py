@@ -97,6 +97,16 @@ def test_bad_inputs_are_notified_and_start_nothing(viewer, qtbot, tmp_path, note
     w.set_inputs(outdir=tmp_path / "nothing")
     _click(qtbot, w.resume_btn)
     assert w.worker is None and "no checkpoint" in notes[-1][1]
+    # a loss that becomes NaN (learning rate 1) stops the run with a notification that says
+    # what to try
+    w.set_inputs(poses=d["poses"], outdir=tmp_path / "nan")
+    w.preset.setCurrentText(TINY)
+    w.lr.setValue(1.0)
+    _click(qtbot, w.start_btn)
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    err = [m for s, m in notes if s == "error"][-1]
+    assert "loss became nan" in err and "lower --lr" in err
+    assert w.start_btn.isEnabled()
 
 
 def test_closing_napari_stops_training_cleanly(make_napari_viewer, qtbot, tmp_path,
