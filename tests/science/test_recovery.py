@@ -1,9 +1,11 @@
 """End to end on simulated data: training recovers the known heterogeneity.
 
-Dataset (stated budget): 8000 particles, D=32 (192 A box, 6 A pixels), SNR 3, CTF with 1-3 um
-defocus, 10% junk, seed 4; network 128 x 2 for encoder and decoder, zdim 8, batch 8, lr 1e-3,
-encoder input turned to a canonical in-plane angle (the default), 12 epochs: about 2.5 minutes
-on 2 CPU cores.
+The run is the science group's shared one (conftest.py): 8000 particles, D=32 (192 A box,
+6 A pixels), SNR 3, CTF with 1-3 um defocus, 15% junk, seed 4; network 128 x 2 for encoder and
+decoder, zdim 8, batch 8, lr 1e-3, encoder input turned to a canonical in-plane angle (the
+default), 12 epochs: about 2 minutes on 2 CPU cores. Measured with 15% junk: conformation R^2
+0.820, state accuracy 0.970, junk AUC 0.996; maps at the two ends FSC-AUC 0.40 to their own
+conformation against 0.34 to the other end.
 """
 
 import pytest
@@ -12,24 +14,16 @@ from napari_cryodrgn.analysis.fsc import fsc_auc
 from napari_cryodrgn.analysis.groundtruth import Truth, latent_for, latent_scores
 from napari_cryodrgn.io.mrc import read_mrc
 from napari_cryodrgn.model.load import load_run
-from napari_cryodrgn.simulate.dataset import SimConfig, write_dataset
-from napari_cryodrgn.training.api import make_trainer
 from napari_cryodrgn.training.checkpoint import load_z
 
-EPOCHS = 12
+EPOCHS = 12  # the shared run's (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("science")
-    data = write_dataset(root / "data", SimConfig(n=8000, D=32, apix=6.0, snr=3.0, junk=0.1,
-                                                  seed=4))
-    tr = make_trainer(data["particles"], data["poses"], root / "run", 8, ctf=data["ctf"],
-                      num_epochs=EPOCHS, batch_size=8, lr=1e-3, qdim=128, qlayers=2, pdim=128,
-                      players=2, seed=0)
-    for _ in tr.run():
-        pass
-    return root
+def trained(science_run):
+    """The shared run's root: data/ (the dataset) and run/ (the training folder)."""
+    assert science_run.epochs == EPOCHS
+    return science_run.root
 
 
 @pytest.mark.slow
