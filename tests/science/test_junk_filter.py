@@ -13,7 +13,7 @@ the parent's settings on them.
 The truth then scores it: at least 95% of the junk removed at 95% precision, and the filtered
 run's conformation R^2 and mean map FSC-AUC (maps decoded at the truth grid's latents against
 the true maps) at least the unfiltered run's, with no slack. Measured on 2 CPU cores (the same
-numbers on two machines and thread counts): the lasso holds 1179 particles, 98.2% of the junk at
+numbers with 1 and 2 torch threads): the lasso holds 1179 particles, 98.2% of the junk at
 100% precision; R^2 0.820 -> 0.933, FSC-AUC 0.411 -> 0.421, state accuracy 0.970 -> 0.999.
 UMAP and lasso take about 30 s, the re-training on 6821 particles about 80 s (6.4 s/epoch).
 """
