@@ -71,35 +71,42 @@ def _check_out(src: Path, out: Path) -> Path:
 
 
 # -- .star -------------------------------------------------------------------------------------
+def _walk_star(lines):
+    """Classify the lines of a .star file: yield (line, data block name, loop index (-1
+    before the first ``loop_``), whether the line is a row of that loop's table)."""
+    block, loop, state = "", -1, "outside"  # states: outside, labels, rows
+    for raw in lines:
+        s = raw.strip()
+        is_row = False
+        if s.startswith(b"data_"):
+            block = (s[5:].split() or [b""])[0].decode("utf-8", "replace")
+            state = "outside"
+        elif s.startswith(b"loop_"):
+            loop, state = loop + 1, "labels"
+        elif not s or s.startswith(b"_"):
+            if state == "rows":
+                state = "outside"
+        elif s.startswith(b"#"):
+            pass
+        elif state in ("labels", "rows"):
+            state, is_row = "rows", True
+        yield raw, block, loop, is_row
+
+
 class _StarScan:
     """Where the loops of a .star file are: per line, the loop and row it belongs to."""
 
     def __init__(self, path: Path):
         self.path = path
         self.loops: list[tuple[str, int]] = []  # (block name, number of rows) per loop
-        block, state = "", "outside"  # states: outside, labels, rows
         try:
             with open(path, "rb") as f:
-                for raw in f:
-                    s = raw.strip()
-                    if s.startswith(b"data_"):
-                        block = (s[5:].split() or [b""])[0].decode("utf-8", "replace")
-                        state = "outside"
-                    elif s.startswith(b"loop_"):
+                for _raw, block, loop, is_row in _walk_star(f):
+                    if loop == len(self.loops):
                         self.loops.append((block, 0))
-                        state = "labels"
-                    elif not s:
-                        if state == "rows":
-                            state = "outside"
-                    elif s.startswith(b"#"):
-                        continue
-                    elif s.startswith(b"_"):
-                        if state == "rows":
-                            state = "outside"
-                    elif state in ("labels", "rows"):
-                        name, count = self.loops[-1]
-                        self.loops[-1] = (name, count + 1)
-                        state = "rows"
+                    if is_row:
+                        name, count = self.loops[loop]
+                        self.loops[loop] = (name, count + 1)
         except OSError as e:
             raise InputError(f"Cannot read {path}: {e.strerror}") from None
         # the particle table: the largest loop that is not the optics table (as read_star)
@@ -111,29 +118,14 @@ class _StarScan:
 
     def copy(self, out, keep: np.ndarray) -> int:
         """Write the file to ``out`` with only the particle rows where ``keep`` is True."""
-        loop, state, row, written = -1, "outside", 0, 0
+        row, written = 0, 0
         with open(self.path, "rb") as f, atomic_write(out, "wb") as g:
-            for raw in f:
-                s = raw.strip()
-                if s.startswith(b"data_"):
-                    state = "outside"
-                elif s.startswith(b"loop_"):
-                    loop, state = loop + 1, "labels"
-                elif not s:
-                    if state == "rows":
-                        state = "outside"
-                elif s.startswith(b"#"):
-                    pass
-                elif s.startswith(b"_"):
-                    if state == "rows":
-                        state = "outside"
-                elif state in ("labels", "rows"):
-                    state = "rows"
-                    if loop == self.particle_loop:
-                        row += 1
-                        if not keep[row - 1]:
-                            continue
-                        written += 1
+            for raw, _block, loop, is_row in _walk_star(f):
+                if is_row and loop == self.particle_loop:
+                    row += 1
+                    if not keep[row - 1]:
+                        continue
+                    written += 1
                 g.write(raw)
         if row != self.n:  # the file changed between the two passes
             raise InputError(f"{self.path} changed while it was being copied; try again")
