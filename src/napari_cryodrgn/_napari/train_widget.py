@@ -284,24 +284,6 @@ class TrainWidget(QWidget):
             device=self.device.currentText(), seed=self.seed.value(),
         )
 
-    def shutdown(self, timeout: float = SHUTDOWN_WAIT_S) -> bool:
-        """Stop a running training and wait for its worker; True when it has ended.
-
-        The run stops after its current batch, the last complete checkpoint stays on disk,
-        and no late progress reaches the widgets.
-        """
-        run = self.run_control
-        ended = True if run is None else run.stop(wait=timeout)
-        worker, self.worker = self.worker, None
-        if worker is not None:
-            for sig, slot in ((worker.yielded, self._on_yield),
-                              (worker.finished, self._on_finished)):
-                try:
-                    sig.disconnect(slot)
-                except (TypeError, RuntimeError):
-                    pass
-        return ended
-
     # -- slots -------------------------------------------------------------------------------
     def _on_active_layer(self, event=None) -> None:
         layer = self.viewer.layers.selection.active
