@@ -95,6 +95,21 @@ def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_p
     assert w.export("drawn path", out) is None  # a non-empty folder is never overwritten
     assert "not empty" in notes[-1][1]
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # Escape forgets a path being drawn; Enter in the plot finishes one
+    _click(qtbot, w, lo)
+    qtbot.keyClick(w.scatter.plot, Qt.Key.Key_Escape)
+    assert w.scatter._vertices == []
+    finished = []
+    w.scatter.pathFinished.connect(lambda v: finished.append(v))
+    qtbot.wait(400)  # not a double click
+    _click(qtbot, w, lo)
+    qtbot.wait(400)
+    _click(qtbot, w, hi)
+    qtbot.keyClick(w.scatter.plot, Qt.Key.Key_Return)
+    assert len(finished) == 1 and len(finished[0]) == 2
+    # the second path's series replaces the first in the same layer
+    qtbot.waitUntil(lambda: w._series_worker is None and name in viewer.layers and np.allclose(
+        viewer.layers[name].metadata["z"], s.paths["drawn path"].z), timeout=60_000)
 
 
 def test_traversal_buttons_make_series(viewer, qtbot, explore):

@@ -108,7 +108,7 @@ class ExploreWidget(QWidget):
         self.tool_buttons = {}
         for name, label, tip in (
             ("pick", "Pick", "Click or drag: the map at that latent point"),
-            ("path", "Path", "Click points, double-click to finish: a map series along it"),
+            ("path", "Path", "Click points, then Enter (Escape cancels): a map series along it"),
             ("lasso", "Lasso", "Drag around particles (Shift adds, Ctrl subtracts)"),
             ("rect", "Rectangle", "Drag a box (Shift adds, Ctrl subtracts)"),
             ("cluster", "Clusters", "Click a point: its whole k-means cluster (Shift adds, "
@@ -122,7 +122,7 @@ class ExploreWidget(QWidget):
             tool_row.addWidget(b)
             b.toggled.connect(lambda on, n=name: on and self.scatter.set_tool(n))
         self.finish_btn = QPushButton("Finish path")
-        self.finish_btn.setToolTip("End the drawn path (or double-click, or press Enter)")
+        self.finish_btn.setToolTip("End the drawn path (or press Enter in the plot)")
         tool_row.addWidget(self.finish_btn)
         self.scatter = LatentScatter()
         self.finish_btn.clicked.connect(self._on_finish_clicked)

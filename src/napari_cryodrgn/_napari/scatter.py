@@ -26,13 +26,21 @@ def _passive(item) -> None:
     """Points and curves never take mouse clicks: the view box's tools get them all."""
     item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
     item.setAcceptHoverEvents(False)
-    # pyqtgraph's scene offers clicks and drags to every item under the cursor
+    # pyqtgraph's scene offers clicks and drags to every item under the cursor, and sends a
+    # click straight to an item that claimed it while hovered: claim nothing
     item.mouseClickEvent = _ignore
     item.mouseDragEvent = _ignore
+    item.hoverEvent = _no_hover
+    for child in item.childItems():  # a PlotDataItem draws with its own curve and scatter
+        _passive(child)
 
 
 def _ignore(ev, *args) -> None:
     ev.ignore()
+
+
+def _no_hover(ev) -> None:
+    return None
 
 
 def modifier_mode(mods) -> str:
@@ -77,7 +85,7 @@ class LatentScatter(QWidget):
     """Scatter of a 2D view of the latent space with interactive tools (see module doc)."""
 
     picked = Signal(float, float)  # a click or a drag position with the pick tool
-    pathFinished = Signal(object)  # (M, 2) polyline vertices, after a double click
+    pathFinished = Signal(object)  # (M, 2) polyline vertices (Enter, or the Finish button)
     lassoFinished = Signal(object, str)  # (M, 2) polygon, selection mode
     rectFinished = Signal(object, object, str)  # corner, corner, selection mode
     clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
@@ -109,6 +117,8 @@ class LatentScatter(QWidget):
         self.xy = np.zeros((0, 2), np.float32)
         self.display = np.zeros(0, np.int64)
         self._vertices: list[tuple[float, float]] = []
+        self.plot.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # keys reach the plot once clicked
+        self.plot.installEventFilter(self)
 
     # -- data ----------------------------------------------------------------------------------
     def set_points(self, xy: np.ndarray, values: np.ndarray | None = None,
@@ -226,7 +236,7 @@ class LatentScatter(QWidget):
         self.draft.setData(v[:, 0], v[:, 1])
 
     def finish_path(self) -> bool:
-        """End the polyline being drawn (double click, Enter or the Finish button)."""
+        """End the polyline being drawn (Enter, a double click or the Finish button)."""
         verts = np.asarray(self._vertices, np.float32)
         self._vertices = []
         self.draft.setData([], [])
@@ -235,15 +245,23 @@ class LatentScatter(QWidget):
             return True
         return False
 
-    def keyPressEvent(self, ev):  # noqa: N802 - Qt override
-        if self.tool == "path" and ev.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
-            self.finish_path()
-            return
-        if ev.key() == Qt.Key.Key_Escape:
-            self._vertices = []
-            self.draft.setData([], [])
-            return
-        super().keyPressEvent(ev)
+    def eventFilter(self, obj, ev):  # noqa: N802 - Qt override
+        """Enter finishes the path being drawn, Escape forgets it (keys on the plot)."""
+        from qtpy.QtCore import QEvent
+
+        if obj is self.plot and ev.type() == QEvent.Type.KeyPress and self.tool == "path":
+            if ev.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                self.finish_path()
+                return True
+            if ev.key() == Qt.Key.Key_Escape:
+                self.cancel_path()
+                return True
+        return super().eventFilter(obj, ev)
+
+    def cancel_path(self) -> None:
+        """Forget the polyline being drawn (Escape)."""
+        self._vertices = []
+        self.draft.setData([], [])
 
     def _on_drag(self, tool, start, xy, is_start: bool, is_finish: bool, mods) -> None:
         if tool == "pick":
