@@ -49,6 +49,18 @@ def test_click_shows_the_decoders_map_at_that_point(viewer, qtbot, explore):
                                atol=1e-6)
 
 
+def test_axes_offer_pcs_umap_and_z_dims(viewer, qtbot, explore, train_tiny):
+    w = explore
+    s = w.open_run(train_tiny("explore_z3", zdim=3))
+    views = [w.view.itemData(i) for i in range(w.view.count())]
+    assert views[:3] == ["pca", "pca:0,2", "pca:1,2"] and "umap" in views
+    assert {"z:0,1", "z:0,2", "z:1,2"} <= set(views)
+    w.view.setCurrentIndex(views.index("z:1,2"))
+    assert s.space == "z:1,2"
+    np.testing.assert_array_equal(w.scatter.xy, s.z[:, [1, 2]])
+    assert w.scatter.plot.getPlotItem().getAxis("bottom").labelText == s.axis_labels()[0]
+
+
 def test_rapid_requests_coalesce_latest_wins(viewer, qtbot, explore):
     w, s = explore, explore.session
     decoded = []

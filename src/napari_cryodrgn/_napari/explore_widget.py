@@ -249,8 +249,10 @@ class ExploreWidget(QWidget):
         s = self.session
         self.view.blockSignals(True)
         self.view.clear()
-        spaces = ["pca"] + (["umap"] if "umap" in s.spaces() else [])
-        spaces += [f"z:{i},{j}" for i, j in ((0, 1), (0, 2), (1, 2)) if j < s.zdim]
+        offered = s.spaces()
+        spaces = ["pca"] + [f"pca:{i},{j}" for i, j in ((0, 2), (1, 2), (2, 3)) if j < s.zdim]
+        spaces += [sp for sp in offered if sp == "umap"] + [sp for sp in offered
+                                                            if sp.startswith("z:")]
         for sp in spaces:
             self.view.addItem(_space_label(sp), sp)
         self.view.setCurrentIndex(max(0, self.view.findData(s.space)))
@@ -568,5 +570,6 @@ def _space_label(space: str) -> str:
         return "PCA (PC1, PC2)"
     if space == "umap":
         return "UMAP"
-    i, j = space[2:].split(",")
-    return f"z{i} vs z{j}"
+    kind, pair = space.split(":")
+    i, j = (int(v) for v in pair.split(","))
+    return f"PCA (PC{i + 1}, PC{j + 1})" if kind == "pca" else f"z{i} vs z{j}"
