@@ -156,3 +156,18 @@ def test_gui_stays_responsive_while_training(viewer, qtbot, tmp_path, artifacts)
     assert epochs_in(tmp_path / "run") == [1]
     assert len(ticks) > 100
     assert stats["max_ms"] < 200, stats
+
+
+def test_loss_plot_shows_interval_means(qtbot):
+    from napari_cryodrgn._napari.loss_plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    # epoch 1: the first 100 images average 2.0, the next 100 average 1.0 (running mean 1.5)
+    plot.add_progress(1, 100, 200, 2.0, 10.0)
+    plot.add_progress(1, 200, 200, 1.5, 8.0)
+    # epoch 2 starts afresh: its first report is its own mean
+    plot.add_progress(2, 100, 200, 0.9, 7.0)
+    np.testing.assert_allclose(plot.x, [0.5, 1.0, 1.5])
+    np.testing.assert_allclose(plot.recon, [2.0, 1.0, 0.9])
+    np.testing.assert_allclose(plot.kl, [10.0, 6.0, 7.0])

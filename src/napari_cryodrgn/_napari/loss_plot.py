@@ -28,11 +28,24 @@ class LossPlot(QWidget):
         self.clear()
 
     def clear(self) -> None:
+        self._last = (0, 0, 0.0, 0.0)  # epoch, images, summed reconstruction and KL
         self.x: list[float] = []
         self.recon: list[float] = []
         self.kl: list[float] = []
         self.recon_curve.setData([], [])
         self.kl_curve.setData([], [])
+
+    def add_progress(self, epoch: int, done: int, total: int, recon: float, kl: float) -> None:
+        """Add a point from a trainer report, whose losses are means since the epoch began:
+        plot the mean over the images since the previous report instead, so the curve does
+        not jump back at each new epoch."""
+        last_epoch, last_done, last_r, last_k = self._last
+        if epoch != last_epoch or done <= last_done:
+            last_done, last_r, last_k = 0, 0.0, 0.0
+        n = done - last_done
+        r_sum, k_sum = recon * done, kl * done
+        self._last = (epoch, done, r_sum, k_sum)
+        self.add(epoch - 1 + done / max(total, 1), (r_sum - last_r) / n, (k_sum - last_k) / n)
 
     def add(self, x: float, recon: float, kl: float) -> None:
         """Append one point (x in epochs) and redraw."""

@@ -421,7 +421,7 @@ class TrainWidget(QWidget):
             self.progress.setFormat(
                 f"epoch {ev.epoch}/{ev.n_epochs} · {ev.images_per_s:.0f} images/s · "
                 f"ETA {format_duration(ev.eta_s)}")
-            self.loss_plot.add(ev.epoch - 1 + ev.done / max(ev.total, 1), ev.gen_loss, ev.kld)
+            self.loss_plot.add_progress(ev.epoch, ev.done, ev.total, ev.gen_loss, ev.kld)
         elif ev.kind == "epoch":
             self.status.setText(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.loss:.5f} "
                                 f"(reconstruction {ev.gen_loss:.5f}, KL {ev.kld:.3f})")
