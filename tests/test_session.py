@@ -238,10 +238,12 @@ def test_umap_reads_an_existing_analysis_without_recomputing(run, monkeypatch):
     from napari_cryodrgn.analysis.embed import write_umap
 
     emb = np.random.default_rng(0).normal(size=(120, 2)).astype(np.float32)
+    assert not Session.open(run).umap_ready()
     (run / "analyze.2").mkdir()
     write_umap(run / "analyze.2" / "umap.pkl", emb)  # as cryoDRGN's analyze leaves it
     monkeypatch.setattr(embed, "run_umap", lambda *a, **k: pytest.fail("UMAP recomputed"))
     s = Session.open(run)
+    assert s.umap_ready()
     assert "umap" in s.spaces()
     np.testing.assert_array_equal(s.embedding("umap"), emb)
     i = s.nearest("umap", emb[17])

@@ -19,6 +19,7 @@ Views ("spaces"): ``"pca"`` (= ``"pca:0,1"``; ``"pca:i,j"`` any two PCs, 0-based
 
     s.space = "umap"                        # the current view; emits "embedding"
     s.spaces()                              # names to offer (every "z:i,j" is accepted)
+    s.umap_ready() -> bool                  # UMAP in memory or cached (else slow: a worker)
     s.embedding(space=None) -> (N, 2) float32     # cached; UMAP computed lazily (see below)
     s.axis_labels(space=None) -> (str, str)
     s.pca -> PCAFit (mean, components, explained_variance_ratio, transform, inverse)
@@ -115,7 +116,14 @@ import numpy as np
 from .analysis import select as _select
 from .analysis.cluster import KMeansResult
 from .analysis.cluster import kmeans as _kmeans
-from .analysis.embed import PCAFit, cached_umap, fit_pca, point_density, umap_available
+from .analysis.embed import (
+    PCAFit,
+    cached_umap,
+    fit_pca,
+    point_density,
+    read_umap,
+    umap_available,
+)
 from .analysis.latents import STATE_DIR, Latents, load_latents, umap_cache_paths, z_epochs
 from .analysis.metadata import dataset_meta
 from .analysis.particle_loss import cached_losses, particle_losses, particles_available
@@ -419,6 +427,21 @@ class Session:
         if src is not None:
             log.info("UMAP read from %s", src)
         return emb
+
+    def umap_ready(self) -> bool:
+        """Whether the UMAP view is at hand (in memory or in a cache file for these latents);
+        when False, ``embedding("umap")`` computes it (slow: call it from a worker)."""
+        with self._lock:
+            cache, epoch = self._cache, self.epoch
+            if "emb:umap" in cache:
+                return True
+        for p in umap_cache_paths(self.workdir, epoch):
+            emb = read_umap(p, self.n)
+            if emb is not None:
+                with self._lock:
+                    cache.setdefault("emb:umap", np.asarray(emb, np.float32))
+                return True
+        return False
 
     def axis_labels(self, space: str | None = None) -> tuple[str, str]:
         space = self._check_space(space or self._space)

@@ -29,10 +29,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.export import export_series
+from ..analysis.export import export_series, iso_level
 from ..errors import InputError
 from ..session import Session
-from .layers import iso_threshold, map_layer
+from .layers import map_layer
 from .notify import show_error, show_info
 from .scatter import LatentScatter
 from .widgets import PathEdit
@@ -282,7 +282,7 @@ class ExploreWidget(QWidget):
         if self.session is None:
             return
         space = self.view.currentData()
-        if space == "umap" and not self._umap_ready():
+        if space == "umap" and not self.session.umap_ready():
             self.info.setText("computing UMAP in the background…")
             worker = create_worker(_checked, self.session.embedding, "umap")
             worker.returned.connect(lambda r: show_error(str(r)) if isinstance(r, InputError)
@@ -291,15 +291,6 @@ class ExploreWidget(QWidget):
             worker.start()
             return
         self._set_space(space)
-
-    def _umap_ready(self) -> bool:
-        return "emb:umap" in getattr(self.session, "_cache", {}) or any(
-            p.exists() for p in self._umap_paths())
-
-    def _umap_paths(self):
-        from ..analysis.latents import umap_cache_paths
-
-        return umap_cache_paths(self.session.workdir, self.session.epoch)
 
     def _set_space(self, space: str) -> None:
         self.session.space = space
@@ -391,7 +382,7 @@ class ExploreWidget(QWidget):
             lo, hi = float(vol.min()), float(vol.max())
             layer.contrast_limits = (lo, hi if hi > lo else lo + 1)
             if self.auto_threshold.isChecked():
-                layer.iso_threshold = iso_threshold(vol)
+                layer.iso_threshold = iso_level(vol)
             layer.metadata.update(meta)
         else:
             data, kw, _ = map_layer(vol, apix, MAP_LAYER, meta)
@@ -458,7 +449,7 @@ class ExploreWidget(QWidget):
         lname = SERIES_PREFIX + name
         data, kw, _ = map_layer(vols, apix, lname, {"z": z.tolist()})
         kw["scale"] = (1.0, apix, apix, apix)
-        kw["iso_threshold"] = iso_threshold(vols[0])
+        kw["iso_threshold"] = iso_level(vols[0])
         if lname in self.viewer.layers:
             self.viewer.layers.remove(lname)
         self.viewer.add_image(data, **kw)

@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def iso_threshold(vol: np.ndarray) -> float:
-    """An iso level from the map's own statistics: mean + 1.5 std of the map with its top
-    0.1% of voxels clipped (a few hot voxels must not push the surface away), kept below the
-    maximum."""
-    v = np.asarray(vol, np.float32)
-    clipped = np.minimum(v, np.percentile(v, 99.9))
-    mean, std, vmax = float(clipped.mean()), float(clipped.std()), float(v.max())
-    return min(mean + 1.5 * std, mean + 0.8 * (vmax - mean)) if std > 0 else vmax
+from ..analysis.export import iso_level
 
 
 def map_layer(vol: np.ndarray, apix: float, name: str, metadata: dict | None = None) -> tuple:
@@ -26,7 +18,7 @@ def map_layer(vol: np.ndarray, apix: float, name: str, metadata: dict | None = N
         "name": name,
         "scale": (apix,) * vol.ndim,
         "rendering": "iso",
-        "iso_threshold": iso_threshold(vol),
+        "iso_threshold": iso_level(vol),
         "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
         "colormap": "gray",
         "metadata": {"apix": apix, **(metadata or {})},

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.embed import fit_pca
 from ..errors import InputError, TrainingDiverged
 from ..io.mrc import read_mrc_header
 from ..training.checkpoint import epochs_in
@@ -67,10 +68,8 @@ def preset_for_box(D: int) -> str:
 
 def pca2(z: np.ndarray) -> np.ndarray:
     """First two principal components of z (N x 2; zeros for a 1D latent's second column)."""
-    zc = z - z.mean(0)
-    _, _, vt = np.linalg.svd(zc[:: max(1, len(zc) // 50000)], full_matrices=False)
-    pc = zc @ vt[:2].T
-    return pc if pc.shape[1] == 2 else np.c_[pc, np.zeros(len(pc))]
+    pc = fit_pca(z).transform(z)[:, :2]
+    return pc if pc.shape[1] == 2 else np.c_[pc, np.zeros(len(pc), np.float32)]
 
 
 class RunControl:

@@ -26,7 +26,6 @@ analysis is replaced only with ``overwrite``; stopping the iterator early leaves
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import check_writable_dir
+from ..io.atomic import check_writable_dir, replace_dir
 from ..io.mrc import write_mrc
 from ..io.safepickle import save_pickle
 from ..training.events import Progress
@@ -254,7 +253,7 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
         if umap_xy is not None:
             figures.scatter_plot(tmp / "umap.png", umap_xy, "UMAP1", "UMAP2")
             figures.density_plot(tmp / "umap_hexbin.png", umap_xy, "UMAP1", "UMAP2")
-        _swap_into_place(tmp, out)
+        replace_dir(tmp, out)
         count[0] = total - 1
         yield ev("done", f"wrote {out}", outdir=str(out))
     finally:
@@ -274,19 +273,3 @@ def _spread(steps: np.ndarray, n: int) -> np.ndarray:
         return np.arange(len(s)) if len(s) <= n else np.linspace(0, len(s) - 1, n).astype(int)
     targets = np.linspace(0, s[-1], n)
     return np.unique(np.abs(s[None, :] - targets[:, None]).argmin(axis=1))
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Move the finished folder onto ``out``, replacing an old one only after it is complete."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-        os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

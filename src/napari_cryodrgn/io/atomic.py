@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -60,3 +61,19 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
             f"Output folder {path} is not writable ({e.strerror}); choose another location."
         ) from e
     return path
+
+
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished folder onto ``out``, replacing an old one only after it is complete."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
