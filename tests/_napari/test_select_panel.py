@@ -104,6 +104,7 @@ def test_cluster_click_gallery_and_saving(viewer, qtbot, explore, tmp_path):
     w.tool_buttons["cluster"].click()
     emb = s.embedding("pca")
     qtbot.mouseClick(w.scatter.plot.viewport(), LEFT, pos=w.scatter.widget_pos(*emb[10]))
+    qtbot.waitUntil(lambda: w._cluster_worker is None and s.n_selected > 0, timeout=30_000)
     labels, _ = s.kmeans(4)
     clicked = w.scatter.data_pos(w.scatter.widget_pos(*emb[10]))
     lab = labels[s.nearest(s.space, clicked)]

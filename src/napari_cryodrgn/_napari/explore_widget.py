@@ -76,7 +76,9 @@ class ExploreWidget(QWidget):
         self._pending = None
         self._decoding = None
         self._series_worker = None
-        self._loss_worker = None
+        self._loss_worker = None  # the worker computing a colouring (the loss is the slowest)
+        self._colour_req = 0
+        self._cluster_worker = None
         self._build()
 
     # -- layout ------------------------------------------------------------------------------
@@ -298,30 +300,35 @@ class ExploreWidget(QWidget):
         self._update_info()
 
     def _on_colour_changed(self, name: str) -> None:
+        """Colour the scatter by ``name``. The values are computed in a worker (k-means on a
+        large run, or the per-particle loss, take seconds); the newest choice wins."""
         if self.session is None or not name:
             return
-        if name == "loss" and not self.session.loss_ready():
-            # one pass over every particle: computed in a worker, then cached in the run folder
+        s = self.session
+        self._colour_req += 1
+        rid = self._colour_req
+        if name == "loss" and not s.loss_ready():
             self.info.setText("computing each particle's reconstruction error…")
-            worker = create_worker(_checked, self.session.particle_loss)
-            worker.returned.connect(lambda r: self._on_loss_ready(r, name))
-            worker.start()
-            self._loss_worker = worker
-            return
-        self.session.colour_by = name
-        self.scatter.set_values(self.session.colouring(name, self.session.space),
-                                name == "kmeans")
-        self._on_session_selection()
+        elif name == "kmeans":
+            self.info.setText(f"k-means with {s.k} clusters…")
+        worker = self._loss_worker = create_worker(_checked, s.colouring, name, s.space)
+        worker.returned.connect(lambda r: self._on_colouring(rid, name, r))
+        worker.start()
 
-    def _on_loss_ready(self, result, name: str) -> None:
+    def _on_colouring(self, rid: int, name: str, values) -> None:
+        if rid != self._colour_req:
+            return  # a newer colouring was asked for meanwhile
         self._loss_worker = None
-        if isinstance(result, InputError):
-            show_error(str(result))
-            self.colour.setCurrentText(self.session.colour_by)
+        s = self.session
+        if isinstance(values, InputError):
+            show_error(str(values))
+            self.colour.blockSignals(True)
+            self.colour.setCurrentText(s.colour_by)
+            self.colour.blockSignals(False)
             return
-        if self.colour.currentText() == name:
-            self._on_colour_changed(name)
-        self._update_info()
+        s.colour_by = name
+        self.scatter.set_values(values, name == "kmeans")
+        self._on_session_selection()  # also refreshes the info line
 
     # -- picking and maps ----------------------------------------------------------------------
     def _on_pick(self, x: float, y: float) -> None:
@@ -526,13 +533,25 @@ class ExploreWidget(QWidget):
             self.session.select_rect(self.session.space, c0, c1, mode)
 
     def _on_cluster(self, x: float, y: float, mode: str) -> None:
+        """Select the k-means cluster of the particle nearest the click (k-means runs in a
+        worker the first time: seconds on a million particles)."""
         s = self.session
         if s is None:
             return
-        s.k = self.k.value()
-        labels, _ = s.kmeans(self.k.value())
+        k = self.k.value()
+        s.k = k
         idx = s.nearest(s.space, (x, y))
-        s.select_clusters([int(labels[idx])], k=self.k.value(), mode=mode)
+        worker = self._cluster_worker = create_worker(_checked, s.kmeans, k)
+
+        def done(result):
+            self._cluster_worker = None
+            if isinstance(result, InputError):
+                show_error(str(result))
+                return
+            s.select_clusters([int(result[0][idx])], k=k, mode=mode)
+
+        worker.returned.connect(done)
+        worker.start()
 
     # -- session events ------------------------------------------------------------------------
     def _on_session_selection(self, event=None) -> None:
