@@ -1,7 +1,10 @@
 """Command line: ``napari-cryodrgn simulate | train | eval-vol | analyze | demo | select |
-export``.
+export | ...``.
 
 Each subcommand is a thin face over library functions; user errors print one line and exit 2.
+Commands that cryoDRGN also has answer to its name too (``train_vae``, ``eval_vol``,
+``backproject_voxel``, ...): hyphenated names are ours, underscored ones cryoDRGN's, given as
+argparse aliases of one parser.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def _add_simulate(sub):
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train the heterogeneity VAE (cryoDRGN train_vae flags)")
+    p = sub.add_parser("train", aliases=["train_vae"],
+                       help="train the heterogeneity VAE (cryoDRGN train_vae flags)")
     p.add_argument("particles", help=".mrcs/.mrc stack, .star, .cs or .txt list of stacks")
     p.add_argument("--poses", required=True, help="pose .pkl, .star or .cs")
     p.add_argument("--ctf", help="CTF .pkl, .star or .cs")
@@ -84,7 +88,8 @@ def _add_train(sub):
 
 
 def _add_eval_vol(sub):
-    p = sub.add_parser("eval-vol", help="decode maps at latent points of a trained run")
+    p = sub.add_parser("eval-vol", aliases=["eval_vol"],
+                       help="decode maps at latent points of a trained run")
     p.add_argument("workdir", type=Path)
     p.add_argument("--epoch", type=int, help="epoch to use (default: the latest)")
     g = p.add_mutually_exclusive_group(required=True)

@@ -44,8 +44,9 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/statm")
-def test_lazy_stack_is_memory_mapped(tmp_path):
-    # a 256 MiB stack as a sparse file: opening and reading two images must not load it
+def test_lazy_stack_reads_only_what_is_asked(tmp_path):
+    # a 256 MiB stack as a sparse file: opening and reading images must not load it, and the
+    # RSS stays flat after reading every image once (no mapped pages kept)
     n, D = 4096, 128
     path = tmp_path / "big.mrcs"
     head = bytearray(_header_bytes(np.zeros((1, D, D), np.float32), 1.0, True))
@@ -58,8 +59,11 @@ def test_lazy_stack_is_memory_mapped(tmp_path):
     imgs = src.images(np.array([0, n - 1]))
     grown = _rss_bytes() - before
     assert src.n == n and imgs.shape == (2, D, D) and not imgs.any()
-    assert isinstance(src._stack(0), np.memmap)
     assert grown < 32 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB"
+    for s in range(0, n, 256):
+        src.images(np.arange(s, s + 256))
+    grown = _rss_bytes() - before
+    assert grown < 48 * 2**20, f"RSS grew by {grown / 2**20:.0f} MiB after reading every image"
 
 
 def test_star_31_many_stacks_relative_paths(tmp_path, make_stack):
@@ -200,3 +204,29 @@ def test_source_pickles_for_worker_processes(make_stack):
     src.images([0])  # opens a memory map, which must not travel with the pickle
     clone = pickle.loads(pickle.dumps(src))
     np.testing.assert_array_equal(clone.images([2]), data[[2]])
+
+
+def test_threads_read_many_stacks(tmp_path, make_stack):
+    # more stacks than a thread keeps open, read from four threads at once: every image right
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_cryodrgn.io import particles as particles_mod
+
+    n_stacks = particles_mod.MAX_OPEN_STACKS + 16
+    names, expected = [], []
+    for s in range(n_stacks):
+        _, d = make_stack(f"Extract/mic{s:03d}.mrcs", n=2, seed=s)
+        for i in range(2):
+            names.append(f"{i + 1:06d}@Extract/mic{s:03d}.mrcs")
+            expected.append(d[i])
+    star = tmp_path / "particles.star"
+    star.write_text(star_text(names, apix=2.0))
+    src = open_particles(star)
+    expected = np.stack(expected)
+    rng = np.random.default_rng(0)
+    batches = [rng.choice(src.n, 24, replace=False) for _ in range(60)]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(src.images, batches))
+    for b, g in zip(batches, got, strict=True):
+        np.testing.assert_array_equal(g, expected[b])
+    np.testing.assert_array_equal(src.images([5, 5, 3]), expected[[5, 5, 3]])

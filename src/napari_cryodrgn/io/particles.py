@@ -6,7 +6,9 @@ requested images. Every problem with the inputs raises InputError naming the fil
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .cs import cs_field, cs_paths, read_cs
-from .mrc import MrcHeader, memmap_mrc, read_mrc_header
+from .mrc import MrcHeader, read_mrc_header
 from .star import read_star
 
 MAX_OPEN_STACKS = 64
@@ -27,6 +29,13 @@ class ParticleSource:
     Attributes: ``path`` (the file opened), ``n``, ``D`` (box side), ``apix`` (pixel size in
     Angstrom, or None when the source does not say), ``stacks`` (headers of the stacks),
     ``stack_id`` and ``local_index`` (for each particle, its stack and 0-based image in it).
+
+    Images are read with positioned reads (``os.preadv``) into a fresh buffer, one read per run
+    of consecutive images, rather than through a memory map: every page of a map that training
+    touches counts towards the process's RSS (a stack larger than RAM read once through maps
+    shows up as RSS until the kernel reclaims it), whereas positioned reads copy only what was
+    asked for and leave caching to the page cache. Reads are safe from several threads at once
+    (each thread keeps its own open files), for background prefetching.
     """
 
     def __init__(
@@ -47,7 +56,7 @@ class ParticleSource:
         self.n = len(self.local_index)
         self.D = _check_boxes(self.path, stacks)
         self.apix = apix
-        self._maps: OrderedDict[int, np.memmap] = OrderedDict()
+        self._local = threading.local()  # per thread: stack number -> open file descriptor
         self._eager: np.ndarray | None = None
         if not lazy:
             self._eager = self._read(np.arange(self.n))
@@ -60,19 +69,55 @@ class ParticleSource:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = OrderedDict()
+        state.pop("_local")
         return state
 
-    def _stack(self, i: int) -> np.memmap:
-        mm = self._maps.get(i)
-        if mm is None:
-            mm = memmap_mrc(self.stacks[i])
-            self._maps[i] = mm
-            if len(self._maps) > MAX_OPEN_STACKS:
-                self._maps.popitem(last=False)
-        else:
-            self._maps.move_to_end(i)
-        return mm
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close the stack files this thread has open (they reopen on the next read)."""
+        fds = getattr(getattr(self, "_local", None), "fds", None)
+        while fds:
+            _, fd = fds.popitem()
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _fd(self, i: int) -> int:
+        """An open descriptor of stack ``i``, from this thread's own LRU cache: a descriptor is
+        never closed while another thread reads through it (descriptor numbers are reused)."""
+        fds = getattr(self._local, "fds", None)
+        if fds is None:
+            fds = self._local.fds = _FdCache()
+        fd = fds.get(i)
+        if fd is not None:
+            fds.move_to_end(i)
+            return fd
+        try:
+            fd = os.open(self.stacks[i].path, os.O_RDONLY)
+        except OSError as e:
+            raise InputError(f"Cannot read {self.stacks[i].path}: {e.strerror}.") from None
+        fds[i] = fd
+        while len(fds) > MAX_OPEN_STACKS:
+            os.close(fds.popitem(last=False)[1])
+        return fd
+
+    def _read_stack(self, s: int, local: np.ndarray) -> np.ndarray:
+        """Images ``local`` (sorted, 0-based) of stack ``s`` in their stored dtype."""
+        h = self.stacks[s]
+        per = h.shape[1] * h.shape[2] * h.dtype.itemsize
+        buf = np.empty((len(local), h.shape[1], h.shape[2]), dtype=h.dtype)
+        if not len(local):
+            return buf
+        flat = buf.reshape(len(local), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(local) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [len(local)]])
+        fd = self._fd(s)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            _pread_into(fd, flat[a:b].reshape(-1), h.offset + int(local[a]) * per, h.path)
+        return buf
 
     def _read(self, idx: np.ndarray) -> np.ndarray:
         out = np.empty((len(idx), self.D, self.D), dtype=np.float32)
@@ -81,7 +126,9 @@ class ParticleSource:
             rows = np.flatnonzero(sid == s)
             local = self.local_index[idx[rows]]
             order = np.argsort(local, kind="stable")
-            out[rows[order]] = self._stack(int(s))[local[order]]
+            srt = local[order]
+            uniq, inv = np.unique(srt, return_inverse=True)
+            out[rows[order]] = self._read_stack(int(s), uniq)[inv]
         return out
 
     def _as_indices(self, indices) -> np.ndarray:
@@ -110,6 +157,32 @@ class ParticleSource:
                 "an index file or re-extract the particles."
             )
         return out
+
+
+class _FdCache(OrderedDict):
+    """One thread's open stack files; closed when the thread (or the source) goes away."""
+
+    def __del__(self):
+        for fd in self.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _pread_into(fd: int, dest: np.ndarray, offset: int, path: Path) -> None:
+    """Fill the uint8 array ``dest`` from ``fd`` at ``offset`` (looping over short reads)."""
+    view = memoryview(dest)
+    done = 0
+    while done < len(view):
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[done:]], offset + done)
+        else:  # pragma: no cover - platforms without preadv
+            chunk = os.pread(fd, len(view) - done, offset + done)
+            got = len(chunk)
+            view[done : done + got] = chunk
+        if got <= 0:
+            raise InputError(f"{path} ended early while reading images at byte {offset + done}; "
+                             "the stack is truncated or was changed while reading.")
+        done += got
 
 
 def _check_boxes(meta: Path, stacks: list[MrcHeader]) -> int:
