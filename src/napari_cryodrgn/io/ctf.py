@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..geometry.ctf import CTF_COLUMNS
-from .cs import cs_box, cs_field, read_cs
+from .cs import cs_box, cs_pixel_size, open_cs
 from .poses import select_rows
 from .safepickle import load_pickle, save_pickle
 from .star import read_star
@@ -26,17 +26,21 @@ CS_FIELDS = ("ctf/df1_A", "ctf/df2_A", "ctf/df_angle_rad", "ctf/accel_kv", "ctf/
 
 
 def _from_star(path: Path, D: int | None, apix: float | None) -> np.ndarray:
+    """CTF rows of a RELION .star; all particles must share one box and pixel size (optics
+    groups that disagree are named in the error)."""
     star = read_star(path)
+    star.check_particles()
     out = np.zeros((len(star), 9))
-    out[:, 0] = star.box(D)
+    out[:, 0] = star.agreed(star.box(D), "box size", " px")
     psize = star.pixel_size()
     if psize is None:
         if apix is None:
             raise InputError(
-                f"{path} has no pixel size (_rlnImagePixelSize); give it (--Apix)."
+                f"{path} has no pixel size (_rlnImagePixelSize, or _rlnDetectorPixelSize and "
+                "_rlnMagnification); give it (--Apix)."
             )
         psize = np.full(len(star), float(apix))
-    out[:, 1] = psize
+    out[:, 1] = star.agreed(psize, "pixel size", " A")
     for j, field in enumerate(STAR_FIELDS, start=2):
         out[:, j] = star.require(field, hint="(a CTF parameter); the file does not hold CTF")
     phase = star.values("rlnPhaseShift")
@@ -45,19 +49,22 @@ def _from_star(path: Path, D: int | None, apix: float | None) -> np.ndarray:
 
 
 def _from_cs(path: Path, D: int | None, apix: float | None) -> np.ndarray:
-    arr = read_cs(path)
-    out = np.zeros((len(arr), 9))
-    out[:, 0] = cs_box(arr, path, D)
-    if "blob/psize_A" in arr.dtype.names:
-        out[:, 1] = arr["blob/psize_A"]
-    elif apix is not None:
-        out[:, 1] = apix
-    else:
-        raise InputError(f"{path} has no 'blob/psize_A' field; give the pixel size (--Apix).")
+    """CTF rows of a cryoSPARC .cs (fields it lacks come from its passthrough file)."""
+    table = open_cs(path)
+    out = np.zeros((len(table), 9))
+    out[:, 0] = cs_box(table, D)
+    psize = cs_pixel_size(table)
+    if psize is None:
+        if apix is None:
+            raise InputError(f"{path} has no 'blob/psize_A' field (nor a passthrough file with "
+                             "it); give the pixel size (--Apix).")
+        psize = apix
+    out[:, 1] = psize
+    hint = "(a CTF parameter)"
     for j, field in enumerate(CS_FIELDS, start=2):
-        if field == "ctf/phase_shift_rad" and field not in arr.dtype.names:
+        if field == "ctf/phase_shift_rad" and not table.has(field):
             continue
-        vals = cs_field(arr, field, path, "(a CTF parameter); the file does not hold CTF")
+        vals = table.field(field, hint)
         out[:, j] = np.rad2deg(vals) if field.endswith("_rad") else vals
     return out
 

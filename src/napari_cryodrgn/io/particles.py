@@ -7,6 +7,7 @@ requested images. Every problem with the inputs raises InputError naming the fil
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -15,10 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .cs import cs_field, cs_paths, read_cs
+from .cs import cs_box, cs_paths, cs_pixel_size, open_cs
 from .mrc import MrcHeader, read_mrc_header
 from .star import read_star
 
+log = logging.getLogger(__name__)
 MAX_OPEN_STACKS = 64
 SUFFIXES = (".mrcs", ".mrc", ".star", ".cs", ".txt")
 
@@ -103,11 +105,13 @@ class ParticleSource:
             os.close(fds.popitem(last=False)[1])
         return fd
 
-    def _read_stack(self, s: int, local: np.ndarray) -> np.ndarray:
-        """Images ``local`` (sorted, 0-based) of stack ``s`` in their stored dtype."""
+    def _read_stack(self, s: int, local: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Images ``local`` (sorted, unique, 0-based) of stack ``s``, in their stored dtype or
+        straight into ``out`` (a C-contiguous array of that dtype)."""
         h = self.stacks[s]
         per = h.shape[1] * h.shape[2] * h.dtype.itemsize
-        buf = np.empty((len(local), h.shape[1], h.shape[2]), dtype=h.dtype)
+        buf = out if out is not None else np.empty((len(local), h.shape[1], h.shape[2]),
+                                                   dtype=h.dtype)
         if not len(local):
             return buf
         flat = buf.reshape(len(local), -1).view(np.uint8)
@@ -128,7 +132,13 @@ class ParticleSource:
             order = np.argsort(local, kind="stable")
             srt = local[order]
             uniq, inv = np.unique(srt, return_inverse=True)
-            out[rows[order]] = self._read_stack(int(s), uniq)[inv]
+            direct = (self.stacks[s].dtype == out.dtype and len(uniq) == len(rows)
+                      and rows[-1] - rows[0] + 1 == len(rows)
+                      and bool((order == np.arange(len(order))).all()))
+            if direct:  # sorted, unique, one block of the output: no intermediate copy
+                self._read_stack(int(s), uniq, out[rows[0] : rows[-1] + 1])
+            else:
+                out[rows[order]] = self._read_stack(int(s), uniq)[inv]
         return out
 
     def _as_indices(self, indices) -> np.ndarray:
@@ -208,36 +218,86 @@ def _check_boxes(meta: Path, stacks: list[MrcHeader]) -> int:
     return nx
 
 
-def _resolve(name: str, meta: Path, datadir: Path | None) -> Path | None:
-    """Find a stack named in a metadata file: under ``datadir``, the metadata file's folder,
-    then the working folder; by relative path first, then by file name alone."""
+def _search_folders(meta: Path, up: bool = True) -> list[Path]:
+    """Folders that relative stack paths of ``meta`` are looked up in (after --datadir): the
+    metadata file's folder and, when ``up``, every folder above it (RELION and cryoSPARC write
+    paths relative to their project folder: Extract/job005/... in
+    Refine3D/job012/run_data.star, J5/extract/... in J12/J12_005_particles.cs), then the
+    working folder (where RELION runs)."""
+    here = Path(os.path.abspath(meta)).parent
+    return list(dict.fromkeys([here, *(here.parents if up else []), Path.cwd()]))
+
+
+def _resolve(name: str, meta: Path, datadir: Path | None,
+             first: Path | None = None) -> Path | None:
+    """Find a stack named in a metadata file. An absolute path is taken as it is. A relative
+    one is looked up under ``first`` (where the previous stack was found), ``datadir`` (by
+    path, then by file name alone: --datadir wins, as in cryoDRGN), then the other
+    :func:`_search_folders` (the folders above the metadata file only for paths with a folder
+    part, such as Extract/job005/Micrographs/a.mrcs: a bare file name is never taken from
+    elsewhere). Last resort for both: the file name alone in the metadata file's folder."""
     p = Path(name)
-    bases = ([datadir] if datadir is not None else []) + [meta.parent]
-    candidates = [p] if p.is_absolute() else []
-    for base in bases:
-        if not p.is_absolute():
-            candidates.append(base / p)
-        candidates.append(base / p.name)
-    if not p.is_absolute():
-        candidates.append(p)
+    here = Path(os.path.abspath(meta)).parent
+    if p.is_absolute():
+        candidates = [p] + ([datadir / p.name] if datadir is not None else [])
+    else:
+        candidates = [first / p] if first is not None else []
+        if datadir is not None:
+            candidates += [datadir / p, datadir / p.name]
+        candidates += [f / p for f in _search_folders(meta, up=len(p.parts) > 1)]
+    candidates.append(here / p.name)
     return next((c for c in candidates if c.is_file()), None)
 
 
+def _not_found(meta: Path, missing: list[str], datadir: Path | None) -> InputError:
+    here = Path(os.path.abspath(meta)).parent
+    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+    where = f"--datadir {datadir}, " if datadir is not None else ""
+    if Path(missing[0]).is_absolute():
+        tried = f"at that path, nor by its file name in {where}{here}"
+    elif len(Path(missing[0]).parts) == 1:
+        tried = f"in {where}{here} or the working folder {Path.cwd()}"
+    else:
+        tried = (f"under {where}{here} or any folder above it, nor in the working folder "
+                 f"{Path.cwd()}")
+    return InputError(
+        f"{meta} refers to stack {missing[0]}{more}, which was not found {tried}. Pass "
+        "--datadir with the folder that holds the stacks (for RELION and cryoSPARC files, the "
+        "project folder)."
+    )
+
+
 def _from_names(meta: Path, names: np.ndarray, local: np.ndarray, datadir: Path | None,
-                apix: float | None, lazy: bool) -> ParticleSource:
-    """Build a source from per-particle stack names and 0-based image numbers."""
+                apix: float | None, lazy: bool,
+                whole: np.ndarray | None = None) -> ParticleSource:
+    """Build a source from per-particle stack names and 0-based image numbers. ``whole``
+    marks particles named without an image number (the file is one image)."""
     uniq, stack_id = np.unique(names, return_inverse=True)
-    paths = [_resolve(str(u), meta, datadir) for u in uniq]
-    missing = [str(u) for u, p in zip(uniq, paths, strict=True) if p is None]
+    paths, missing, hit = [], [], None
+    for u in uniq:
+        found = _resolve(str(u), meta, datadir, hit)
+        paths.append(found)
+        if found is None:
+            missing.append(str(u))
+        elif not Path(str(u)).is_absolute():  # try this folder first for the next stacks
+            rel = Path(str(u))
+            base = found.parents[len(rel.parts) - 1]
+            hit = base if base / rel == found else hit
     if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        where = f"{datadir} or " if datadir is not None else ""
-        raise InputError(
-            f"{meta} refers to stack {missing[0]}{more}, which was not found in {where}"
-            f"{meta.parent}. Pass --datadir with the folder that holds the stacks."
-        )
+        raise _not_found(meta, missing, datadir)
+    here = Path(os.path.abspath(meta)).parent
+    if hit is not None and hit not in (here, datadir):
+        log.info("%s: stacks found relative to %s", meta, hit)
     stacks = [read_mrc_header(p) for p in paths]
     counts = np.array([h.shape[0] for h in stacks])
+    if whole is not None and np.any(whole & (counts[stack_id] > 1)):
+        i = int(np.flatnonzero(whole & (counts[stack_id] > 1))[0])
+        h = stacks[stack_id[i]]
+        raise InputError(
+            f"{meta}: particle {i} is named without an image number ({names[i]}) but "
+            f"{h.path} holds {h.shape[0]} images (a stack or a 3D volume); single-particle "
+            "files name each image as NNNNNN@stack.mrcs."
+        )
     bad = (local < 0) | (local >= counts[stack_id])
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -260,6 +320,7 @@ def _single_apix(values: np.ndarray | None) -> float | None:
 
 def _open_star(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
     star = read_star(path)
+    star.check_particles(images=True)
     names = star.values("rlnImageName", dtype=None)
     if names is None:
         raise InputError(
@@ -270,6 +331,11 @@ def _open_star(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
     has_at = np.char.find(names, "@") >= 0
     parts = np.char.partition(names, "@")
     stack = np.where(has_at, parts[:, 2], names)
+    for tag in (":mrcs", ":mrc"):  # RELION's file-type suffix (stack.mrc:mrcs)
+        tagged = np.char.endswith(stack, tag)
+        if tagged.any():
+            stack = np.array([s[: -len(tag)] if t else s
+                              for s, t in zip(stack.tolist(), tagged.tolist(), strict=True)])
     try:
         number = np.where(has_at, parts[:, 0], "1").astype(np.int64)
     except ValueError:
@@ -278,15 +344,20 @@ def _open_star(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
         ) from None
     if len(number) and number.min() < 1:
         raise InputError(f"{path}: _rlnImageName numbers start at 1 but one is {number.min()}.")
-    return _from_names(path, stack, number - 1, datadir, _single_apix(star.pixel_size()), lazy)
+    psize = star.pixel_size()
+    apix = None if psize is None else star.agreed(psize, "pixel size", " A")
+    if star.has("rlnImageSize"):
+        star.agreed(star.values("rlnImageSize"), "box size", " px")
+    return _from_names(path, stack, number - 1, datadir, apix, lazy, whole=~has_at)
 
 
 def _open_cs(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
-    arr = read_cs(path)
-    names = cs_paths(arr, path)
-    local = cs_field(arr, "blob/idx", path).astype(np.int64)
-    apix = _single_apix(arr["blob/psize_A"]) if "blob/psize_A" in arr.dtype.names else None
-    return _from_names(path, names, local, datadir, apix, lazy)
+    table = open_cs(path)
+    names = cs_paths(table)
+    local = table.field("blob/idx", "(the image number in each stack)").astype(np.int64)
+    if table.has("blob/shape"):
+        cs_box(table)  # all particles must share one box
+    return _from_names(path, names, local, datadir, cs_pixel_size(table), lazy)
 
 
 def _open_txt(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
@@ -301,10 +372,7 @@ def _open_txt(path: Path, datadir: Path | None, lazy: bool) -> ParticleSource:
     for name in names:
         p = _resolve(name, path, datadir)
         if p is None:
-            raise InputError(
-                f"{path} refers to stack {name}, which was not found next to it. Fix the "
-                "path (relative to the .txt file's folder) or pass --datadir."
-            )
+            raise _not_found(path, [name], datadir)
         resolved.append(read_mrc_header(p))
     counts = [h.shape[0] for h in resolved]
     stack_id = np.repeat(np.arange(len(resolved)), counts)

@@ -8,16 +8,20 @@ the box size without a change of sign.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..geometry.rotations import check_rotations, cryosparc_to_cryodrgn, relion_euler_to_cryodrgn
-from .cs import cs_box, cs_field, read_cs
+from .cs import cs_box, open_cs
 from .safepickle import load_pickle, save_pickle
 from .star import read_star
+
+log = logging.getLogger(__name__)
 
 
 def _from_pickle(path: Path):
@@ -36,42 +40,96 @@ def _from_pickle(path: Path):
 
 
 def _from_star(path: Path, D: int | None, apix: float | None):
+    """Poses of a RELION .star, per particle (each optics group's own pixel size and box).
+    Origins in pixels are used when present (as cryoDRGN does), else those in Angstrom; a file
+    with both must have them agree."""
     star = read_star(path)
+    star.check_particles()
     hint = "(RELION Euler angles); the file does not hold poses"
     euler = np.stack(
         [star.require(f, hint=hint) for f in ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")], 1
     )
     rot = relion_euler_to_cryodrgn(euler)
-    if star.has("rlnOriginX") and star.has("rlnOriginY"):
-        pix = np.stack([star.values("rlnOriginX"), star.values("rlnOriginY")], 1)
-    elif star.has("rlnOriginXAngst") and star.has("rlnOriginYAngst"):
-        psize = star.pixel_size()
-        if psize is None:
-            if apix is None:
-                raise InputError(
-                    f"{path} gives origins in Angstrom but no pixel size "
-                    "(_rlnImagePixelSize); give the pixel size (--Apix)."
-                )
-            psize = np.full(len(star), float(apix))
-        ang = np.stack([star.values("rlnOriginXAngst"), star.values("rlnOriginYAngst")], 1)
-        pix = ang / psize[:, None]
-    else:
+    has_px = star.has("rlnOriginX") and star.has("rlnOriginY")
+    has_ang = star.has("rlnOriginXAngst") and star.has("rlnOriginYAngst")
+    if not (has_px or has_ang):
         return rot, np.zeros((len(star), 2))
+    psize = star.pixel_size()
+    if psize is None and apix is not None:
+        psize = np.full(len(star), float(apix))
+    pix = np.stack([star.values("rlnOriginX"), star.values("rlnOriginY")], 1) if has_px else None
+    if has_ang:
+        if psize is None and pix is None:
+            raise InputError(
+                f"{path} gives origins in Angstrom but no pixel size "
+                "(_rlnImagePixelSize); give the pixel size (--Apix)."
+            )
+        if psize is not None:
+            ang = np.stack([star.values("rlnOriginXAngst"), star.values("rlnOriginYAngst")], 1)
+            from_ang = ang / psize[:, None]
+            if pix is not None and np.abs(pix - from_ang).max(initial=0) > 0.01:
+                i = int(np.argmax(np.abs(pix - from_ang).max(axis=1)))
+                raise InputError(
+                    f"{path}: _rlnOriginX/Y (pixels) and _rlnOriginX/YAngst disagree for "
+                    f"particle {i} ({pix[i, 0]:g}, {pix[i, 1]:g} px vs {ang[i, 0]:g}, "
+                    f"{ang[i, 1]:g} A at {psize[i]:g} A/px); remove the stale pair of columns."
+                )
+            pix = from_ang if pix is None else pix
     return rot, pix / star.box(D)[:, None]
 
 
-def _from_cs(path: Path, D: int | None):
-    arr = read_cs(path)
-    names = arr.dtype.names
-    # ab-initio jobs store poses under alignments_class_0 (cryodrgn's --abinit)
-    abinit = "alignments3D/pose" not in names and "alignments_class_0/pose" in names
-    prefix = "alignments_class_0" if abinit else "alignments3D"
-    pose = cs_field(arr, f"{prefix}/pose", path, "(cryoSPARC 3D alignments); it holds no poses")
+def _cs_prefix(table) -> str:
+    """The slot holding the poses: ``alignments3D``, else the only ``alignments_class_0``
+    (ab-initio, cryoDRGN's --abinit); InputError when there are none or several classes."""
+    if table.has("alignments3D/pose"):
+        return "alignments3D"
+    classes = sorted({int(m.group(1)) for n in table.names
+                      if (m := re.fullmatch(r"alignments_class_(\d+)/pose", n))})
+    if classes == [0]:
+        log.info("%s: poses from alignments_class_0 (single-class ab-initio, as cryoDRGN's "
+                 "--abinit)", table.path)
+        return "alignments_class_0"
+    if len(classes) > 1:
+        raise InputError(
+            f"{table.path} holds 3D alignments for {len(classes)} classes (alignments_class_"
+            f"{classes[0]}..{classes[-1]}, an ab-initio or heterogeneous refinement 'all "
+            "classes' output) whose poses need not share one frame; use the particles of one "
+            "class (e.g. J<n>_class_00_..._particles.cs) or refine the selection homogeneously."
+        )
+    two_d = " (it holds only 2D alignments)" if table.has("alignments2D/pose") else ""
+    raise InputError(
+        f"{table.path} has no 3D alignments (alignments3D/pose){two_d}: 2D classification, "
+        "Select 2D and extraction jobs give none; use the particles of a Homogeneous or "
+        "Non-uniform Refinement (or Ab-Initio) job, or a .pkl/.star with poses."
+    )
+
+
+def _from_cs(path: Path, D: int | None, apix: float | None = None):
+    """Poses of a cryoSPARC .cs (or its passthrough file). Shifts are in pixels of the
+    alignment (``<slot>/psize_A``), converted to the particles' pixels (``blob/psize_A``):
+    equal for homogeneous refinements, twice as large for a heterogeneous refinement run at
+    half the box (what cryoDRGN's --hetrefine assumes)."""
+    table = open_cs(path)
+    prefix = _cs_prefix(table)
+    pose = table.field(f"{prefix}/pose")
     rot = cryosparc_to_cryodrgn(pose.astype(np.float64))
-    if f"{prefix}/shift" not in names:
-        return rot, np.zeros((len(arr), 2))
-    shift = cs_field(arr, f"{prefix}/shift", path).astype(np.float64)
-    return rot, shift / cs_box(arr, path, D)
+    if not table.has(f"{prefix}/shift"):
+        return rot, np.zeros((len(table), 2))
+    shift = table.field(f"{prefix}/shift").astype(np.float64)
+    align_psize = (table.field(f"{prefix}/psize_A").astype(np.float64)
+                   if table.has(f"{prefix}/psize_A") else None)
+    if align_psize is not None and np.all(np.isfinite(align_psize) & (align_psize > 0)):
+        blob_psize = (table.field("blob/psize_A").astype(np.float64) if table.has("blob/psize_A")
+                      else None if apix is None else np.full(len(table), float(apix)))
+        if blob_psize is None or not np.all(blob_psize > 0):
+            log.warning("%s: no particle pixel size (blob/psize_A) to convert the shifts from "
+                        "the alignment's pixels (%g A); used as particle pixels", path,
+                        align_psize[0])
+        elif np.any(np.abs(align_psize / blob_psize - 1) > 1e-4):
+            shift *= (align_psize / blob_psize)[:, None]
+            log.info("%s: shifts converted from the alignment's %g A pixels to the particles' "
+                     "%g A pixels", path, align_psize[0], blob_psize[0])
+    return rot, shift / cs_box(table, D, per_particle=True)[:, None]
 
 
 def _check_count(path: Path, count: int, n: int | None, what: str) -> None:
@@ -109,7 +167,7 @@ def load_poses(
     ``path``: cryoDRGN .pkl, RELION .star or cryoSPARC .cs. ``n``: particles in the full stack
     (checked before ``ind`` selects rows). ``D``: box size used only when the file does not
     give one (star without ``_rlnImageSize``, cs without ``blob/shape``). ``apix``: pixel size
-    for star origins in Angstrom when the file lacks it.
+    for star origins in Angstrom (cs: for alignment shifts) when the file lacks it.
     """
     path = Path(path)
     if not path.is_file():
@@ -120,7 +178,7 @@ def load_poses(
     elif suffix == ".star":
         rot, trans = _from_star(path, D, apix)
     elif suffix == ".cs":
-        rot, trans = _from_cs(path, D)
+        rot, trans = _from_cs(path, D, apix)
     else:
         raise InputError(f"{path}: pose files must be .pkl, .star or .cs, not '{suffix}'.")
     check_rotations(rot, str(path))

@@ -1,9 +1,16 @@
-"""RELION .star files: reading particle and optics tables, writing particle tables."""
+"""RELION .star files: reading particle and optics tables, writing particle tables.
+
+:func:`read_star` reads the particle files of RELION 3.0 (one table, ``data_`` or
+``data_images``), 3.1 and 4 (``data_optics`` + ``data_particles``) and 5 (``# version 50001``,
+optionally a ``data_general`` block); other tables in the file are kept aside. Readers call
+:meth:`StarTables.check_particles` to refuse, in one line, files that are not single-particle
+2D data (model, micrograph and tomography files).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +28,17 @@ def _key(field: str) -> str:
 
 @dataclass
 class StarTables:
-    """The particle table of a .star file and its optics table (RELION 3.1+) if any."""
+    """The particle table of a .star file and its optics table (RELION 3.1+) if any.
+
+    ``block``: the name of the particle table's data block (``particles``, ``images``, ``""``
+    ...); ``general``: the key-value blocks of the file (RELION 5's ``data_general``), by name.
+    """
 
     path: Path
     particles: pd.DataFrame
     optics: pd.DataFrame | None
+    block: str = "particles"
+    general: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -108,9 +121,82 @@ class StarTables:
             vals = self.values("rlnDetectorPixelSize") * 1e4 / self.values("rlnMagnification")
         return vals
 
+    def group_labels(self) -> list[str] | None:
+        """For each particle, its optics group as ``opticsGroup1 (1)``; None without groups."""
+        groups = self.particles.get("rlnOpticsGroup")
+        if self.optics is None or groups is None:
+            return None
+        names = {}
+        if "rlnOpticsGroup" in self.optics.columns and "rlnOpticsGroupName" in self.optics:
+            names = dict(zip(self.optics["rlnOpticsGroup"], self.optics["rlnOpticsGroupName"],
+                             strict=True))
+        return [f"{names[g]} ({g})" if g in names else f"group {g}" for g in groups]
+
+    def agreed(self, values: np.ndarray, what: str, unit: str = "") -> float:
+        """The one value of ``values`` (per particle) that all particles share; InputError
+        naming the optics groups (or counting the particles) that disagree."""
+        v = np.asarray(values, dtype=np.float64)
+        if not len(v):
+            raise InputError(f"{self.path} holds no particles.")
+        if np.all(np.abs(v - v[0]) <= 1e-4 * abs(v[0])):
+            return float(v[0])
+        labels = self.group_labels()
+        if labels is not None:
+            seen: dict[str, float] = {}
+            for label, x in zip(labels, v, strict=True):
+                seen.setdefault(label, x)
+            listed = ", ".join(f"{k}: {x:g}{unit}" for k, x in seen.items())
+            who = "optics groups"
+        else:
+            uniq, counts = np.unique(np.round(v, 4), return_counts=True)
+            listed = ", ".join(f"{u:g}{unit} for {c} particles"
+                               for u, c in zip(uniq, counts, strict=True))
+            who = "particles"
+        raise InputError(
+            f"{self.path}: {who} disagree on the {what} ({listed}); cryoDRGN trains on one "
+            "pixel size and box: re-extract or rescale the particles to a common one (RELION "
+            "Extract) or keep one optics group."
+        )
+
+    def check_particles(self, images: bool = False) -> None:
+        """Refuse files that are not single-particle 2D particle sets (one line each):
+        model and micrograph files, tomography particle sets and 3D subtomograms, and, when
+        ``images``, CTF-premultiplied images."""
+        p, block = self.path, self.block
+        if block.startswith("model") or block in ("micrographs", "movies"):
+            kind = "model (run_model.star)" if block.startswith("model") else block
+            raise InputError(
+                f"{p} is a RELION {kind} file (data_{block}), not a particle file; use the "
+                "particles .star of an Extract, Select, Class2D/3D or Refine3D job "
+                "(e.g. run_data.star)."
+            )
+        tomo = [c for c in ("rlnTomoName", "rlnTomoParticleName") if c in self.particles]
+        stacks = any("rlnTomoSubTomosAre2DStacks" in g for g in self.general.values())
+        if tomo or stacks:
+            what = f"_{tomo[0]}" if tomo else "_rlnTomoSubTomosAre2DStacks"
+            raise InputError(
+                f"{p} is a RELION tomography particle set ({what}): each particle is a "
+                "subtomogram or a stack of tilt images, not one 2D image; napari-cryodrgn trains "
+                "on single-particle 2D images (a .star from a single-particle Extract/Refine3D)."
+            )
+        dims = self.values("rlnImageDimensionality")
+        if dims is not None and np.any(dims == 3):
+            raise InputError(
+                f"{p} describes 3D particle images (_rlnImageDimensionality 3, subtomograms); "
+                "napari-cryodrgn trains on single-particle 2D images."
+            )
+        premult = self.values("rlnCtfDataAreCtfPremultiplied") if images else None
+        if premult is not None and np.any(premult == 1):
+            raise InputError(
+                f"{p}: the images are CTF-premultiplied (_rlnCtfDataAreCtfPremultiplied 1), "
+                "which cryoDRGN's image model does not expect; re-extract the particles without "
+                "CTF premultiplication."
+            )
+
 
 def read_star(path: str | os.PathLike) -> StarTables:
-    """Read a RELION 3.0 or 3.1+ .star file; the particle table is the largest non-optics loop."""
+    """Read a RELION 3.0 or 3.1+ .star file: the particle table is ``data_particles`` when
+    the file has one, else its largest loop other than ``data_optics``."""
     import starfile
 
     path = Path(path)
@@ -123,11 +209,14 @@ def read_star(path: str | os.PathLike) -> StarTables:
             f"{path} is not a readable .star file ({type(e).__name__}: {e})."
         ) from None
     tables = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    general = {k: v for k, v in blocks.items() if isinstance(v, dict)}
     optics = tables.pop("optics", None)
     if not tables:
-        raise InputError(f"{path} contains no particle table (a data_ block with a loop_).")
-    particles = max(tables.values(), key=len).reset_index(drop=True)
-    return StarTables(path, particles, optics)
+        kind = f" (only data_{', data_'.join(general)})" if general else ""
+        raise InputError(f"{path} contains no particle table (a data_ block with a loop_)"
+                         f"{kind}; use a particles .star file.")
+    name = "particles" if "particles" in tables else max(tables, key=lambda k: len(tables[k]))
+    return StarTables(path, tables[name].reset_index(drop=True), optics, name, general)
 
 
 def _table(name: str, columns: dict[str, np.ndarray]) -> str:
