@@ -7,3 +7,7 @@ class InputError(ValueError):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+class PeerFailed(RuntimeError):
+    """Another process of a distributed run (torchrun) failed or vanished; this one stops."""

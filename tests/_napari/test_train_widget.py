@@ -67,6 +67,32 @@ def test_sample_train_stop_resume(viewer, qtbot, tmp_path, artifacts):
     assert np.all(np.diff(x) > 0) and np.isfinite(recon).all()
 
 
+def test_stop_in_the_first_epoch_then_resume(viewer, qtbot, tmp_path, tiny_dataset):
+    # a run stopped before its first epoch ends keeps its position (checkpoint.inprogress.pkl):
+    # Start refuses the folder (it holds a run), Resume continues inside epoch 1
+    from napari_cryodrgn.training.checkpoint import INPROGRESS, resume_point
+
+    w = _dock(viewer)
+    d = tiny_dataset
+    out = tmp_path / "run"
+    w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
+    w.preset.setCurrentText(TINY)
+    w.epochs.setValue(1)
+    _click(qtbot, w.start_btn)
+    _click(qtbot, w.stop_btn)  # at once: the run stops after its first batches
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    assert not epochs_in(out) and resume_point(out) == (out / INPROGRESS, "mid-epoch")
+    assert "stopped" in w.status.text()
+    _click(qtbot, w.start_btn)
+    assert w.worker is None and "holds a training run" in w.status.text()
+    _click(qtbot, w.resume_btn)
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    assert epochs_in(out) == [1] and not (out / INPROGRESS).exists()
+    assert "finished" in w.status.text()
+    log = (out / "run.log").read_text()
+    assert "cancelled during epoch 1" in log and log.count("epoch 1/1:") == 1
+
+
 def test_bad_inputs_are_notified_and_start_nothing(viewer, qtbot, tmp_path, notes,
                                                    tiny_dataset):
     w = _dock(viewer)
@@ -96,7 +122,7 @@ def test_bad_inputs_are_notified_and_start_nothing(viewer, qtbot, tmp_path, note
     assert not epochs_in(tmp_path / "o2")
     w.set_inputs(outdir=tmp_path / "nothing")
     _click(qtbot, w.resume_btn)
-    assert w.worker is None and "no checkpoint" in notes[-1][1]
+    assert w.worker is None and "no training run to resume" in notes[-1][1]
     # a loss that becomes NaN (learning rate 1) stops the run with a notification that says
     # what to try
     w.set_inputs(poses=d["poses"], outdir=tmp_path / "nan")

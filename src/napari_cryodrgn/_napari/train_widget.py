@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from ..analysis.embed import fit_pca
 from ..errors import InputError, TrainingDiverged
 from ..io.mrc import read_mrc_header
-from ..training.checkpoint import epochs_in
+from ..training.checkpoint import epochs_in, resume_point
 from .loss_plot import LossPlot
 from .notify import show_error, show_info
 from .widgets import PathEdit, format_duration
@@ -332,12 +332,14 @@ class TrainWidget(QWidget):
         try:
             if not outdir:
                 raise InputError("Choose the output folder of the run to resume.")
+            point, kind = resume_point(outdir)
+            if point is None and not (Path(outdir) / "config.yaml").is_file():
+                raise InputError(f"{outdir} holds no training run to resume.")
             eps = epochs_in(outdir)
-            if not eps:
-                raise InputError(f"{outdir} holds no checkpoint (weights.N.pkl) to resume.")
-            if self.epochs.value() <= eps[-1]:
+            done = eps[-1] if eps else 0
+            if kind != "mid-epoch" and self.epochs.value() <= done:
                 raise InputError(
-                    f"{outdir} already has {eps[-1]} epochs; set Epochs above {eps[-1]} "
+                    f"{outdir} already has {done} epochs; set Epochs above {done} "
                     "to train further.")
         except InputError as e:
             show_error(str(e))
@@ -351,7 +353,9 @@ class TrainWidget(QWidget):
             return resume_trainer(outdir, num_epochs=n)
 
         self._on_done = None
-        self._launch(factory, f"resuming {outdir} from epoch {eps[-1]}")
+        where = {"mid-epoch": "inside the epoch it stopped in", "epoch": f"after epoch {done}",
+                 "none": "from the start (it stopped before its first checkpoint)"}[kind]
+        self._launch(factory, f"resuming {outdir} {where}")
 
     def start_selection_run(self, parent, ind_path, outdir, parent_epoch=None, on_done=None,
                             **overrides) -> None:
@@ -470,7 +474,8 @@ def _refuse_nonempty(outdir: str) -> None:
     if p.exists() and not p.is_dir():
         raise InputError(f"Output folder {p} is an existing file; choose a folder name.")
     if p.is_dir() and any(p.iterdir()):
-        what = "holds a training run" if epochs_in(p) else "is not empty"
+        run = resume_point(p)[0] is not None or (p / "config.yaml").is_file()
+        what = "holds a training run" if run else "is not empty"
         raise InputError(f"Output folder {p} {what}; nothing was overwritten. Choose a new "
                          "folder, or press Resume to continue a run in it.")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -39,6 +40,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` leaves when its process is killed
+    mid-write (``.NAME.XXXXXXXX.tmp``); call it only where no other writer is active."""
+    gone = []
+    for p in Path(folder).iterdir():
+        if _TEMP.match(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                gone.append(p)
+    return gone
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:

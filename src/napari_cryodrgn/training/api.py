@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, PeerFailed
 from ..io.atomic import check_writable_dir
 from ..model.vae import ModelArgs
 from .checkpoint import epochs_in
@@ -56,9 +57,10 @@ def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadi
     return Trainer(data, cfg)
 
 
-_POSITIVE_INT = ("num_epochs", "batch_size", "qdim", "pdim", "checkpoint", "eval_batch_size")
-_NONNEG_INT = ("qlayers", "players", "refine_steps")
-_NONNEG_FLOAT = ("lr", "wd", "beta", "feat_sigma", "refine_step")
+_POSITIVE_INT = ("num_epochs", "batch_size", "qdim", "pdim", "checkpoint", "eval_batch_size",
+                 "prefetch")
+_NONNEG_INT = ("qlayers", "players", "refine_steps", "shuffler_size")
+_NONNEG_FLOAT = ("lr", "wd", "beta", "feat_sigma", "refine_step", "checkpoint_minutes")
 
 
 def _check_settings(zdim, kw: dict) -> None:
@@ -89,9 +91,22 @@ def _abs(p):
 
 
 def train_from_args(args) -> int:
-    """Run ``napari-cryodrgn train`` with a progress bar."""
+    """Run ``napari-cryodrgn train`` with a progress bar (rank 0 prints under torchrun).
+
+    SIGTERM (SLURM's notice before the time limit, or ``scancel``) saves the position inside
+    the epoch and stops; SIGUSR1 saves it and goes on. Under torchrun every rank learns of a
+    signal any rank received, so all of them stop together.
+    """
+    import torch
     from tqdm import tqdm
 
+    if args.multigpu:
+        raise InputError("--multigpu: start one process per GPU with torchrun instead, e.g. "
+                         "torchrun --nproc_per_node=4 -m napari_cryodrgn train ...")
+    if args.max_threads is not None:
+        if args.max_threads < 1:
+            raise InputError(f"--max-threads {args.max_threads}: expected at least 1")
+        torch.set_num_threads(args.max_threads)
     enc_mask = -2 if args.enc_mask is None else args.enc_mask
     trainer = make_trainer(
         args.particles, args.poses, args.outdir, args.zdim, ctf=args.ctf, ind=args.ind,
@@ -99,36 +114,90 @@ def train_from_args(args) -> int:
         num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, wd=args.wd,
         beta=args.beta, seed=args.seed, checkpoint=args.checkpoint, invert_data=args.invert_data,
         window=args.window, window_r=args.window_r, device=args.device,
-        precision=args.precision, load=args.load, qdim=args.qdim, qlayers=args.qlayers,
-        pdim=args.pdim, players=args.players, encode_mode=args.encode_mode, enc_mask=enc_mask,
-        pe_type=args.pe_type, pe_dim=args.pe_dim, feat_sigma=args.feat_sigma,
-        domain=args.domain, activation=args.activation, enc_input=args.enc_input,
-        enc_inplane=args.enc_inplane, refine_steps=args.refine_steps, refine_step=args.refine_step,
+        precision="fp32" if args.no_amp else args.precision, load=args.load, qdim=args.qdim,
+        qlayers=args.qlayers, pdim=args.pdim, players=args.players,
+        encode_mode=args.encode_mode, enc_mask=enc_mask, pe_type=args.pe_type,
+        pe_dim=args.pe_dim, feat_sigma=args.feat_sigma, domain=args.domain,
+        activation=args.activation, enc_input=args.enc_input, enc_inplane=args.enc_inplane,
+        refine_steps=args.refine_steps, refine_step=args.refine_step,
+        checkpoint_minutes=args.checkpoint_minutes, shuffler_size=args.shuffler_size,
+        prefetch=args.prefetch, launcher=args.launcher,
     )
+    main = trainer.ctx.is_main
+    quiet = args.quiet or not main
     bar = None
-    for ev in trainer.run():
-        if ev.kind == "start":
-            print(f"training {trainer.data.n} particles (D={trainer.data.D}) on {ev.message}")
-        if args.quiet:
-            if ev.kind == "epoch":
-                print(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.loss:.5f} "
-                      f"({ev.images_per_s:.0f} images/s)")
-            continue
-        if ev.kind == "batch":
-            if bar is None or bar.desc != f"epoch {ev.epoch}/{ev.n_epochs}":
-                if bar is not None:
-                    bar.close()
-                bar = tqdm(total=ev.total, unit="img", desc=f"epoch {ev.epoch}/{ev.n_epochs}")
-            bar.update(ev.done - bar.n)
-            bar.set_postfix(loss=f"{ev.loss:.4f}", kld=f"{ev.kld:.2f}")
-        elif ev.kind in ("cancelled", "done") and ev.message:
-            if bar is not None:
-                bar.close()
-                bar = None
-            print(ev.message if ev.kind == "cancelled" else f"done: {ev.message}")
-    if bar is not None:
-        bar.close()
+    try:
+        with _signals_to(trainer):
+            for ev in trainer.run():
+                if ev.kind == "start" and main:
+                    print(f"training {trainer.data.n} particles (D={trainer.data.D}) on "
+                          f"{ev.message}", flush=True)
+                if quiet:
+                    if ev.kind == "epoch" and main:
+                        print(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.loss:.5f} "
+                              f"({ev.images_per_s:.0f} images/s)", flush=True)
+                    if ev.kind == "cancelled" and main:
+                        print(ev.message, flush=True)
+                    continue
+                if ev.kind == "batch":
+                    desc = f"epoch {ev.epoch}/{ev.n_epochs}"
+                    if bar is None or bar.desc != desc:
+                        if bar is not None:
+                            bar.close()
+                        bar = tqdm(total=ev.total, initial=ev.done, unit="img", desc=desc)
+                    bar.update(ev.done - bar.n)
+                    bar.set_postfix(loss=f"{ev.loss:.4f}", kld=f"{ev.kld:.2f}")
+                elif ev.kind in ("cancelled", "done") and ev.message:
+                    if bar is not None:
+                        bar.close()
+                        bar = None
+                    print(ev.message if ev.kind == "cancelled" else f"done: {ev.message}")
+    except RuntimeError as e:
+        if trainer.ctx.distributed and _lost_peer(e):
+            raise PeerFailed(
+                f"rank {trainer.ctx.rank}: another process of this run stopped, so this one "
+                f"stops too (its own message above says why; {str(e).splitlines()[0][:160]}). "
+                "Checkpoints already written are whole: resume with --load latest.") from None
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        trainer.ctx.close()
     return 0
+
+
+def _lost_peer(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed because another rank is gone."""
+    import torch.distributed as dist
+
+    kinds = tuple(k for k in (getattr(dist, "DistError", None),) if k is not None)
+    text = str(e)
+    return isinstance(e, kinds) or any(s in text for s in (
+        "closed by peer", "Connection reset", "Broken pipe", "NCCL", "Timed out",
+        "timed out", "ProcessGroup"))
+
+
+@contextlib.contextmanager
+def _signals_to(trainer):
+    """SIGTERM -> save and stop, SIGUSR1 -> save and go on, while the block runs (main thread
+    only; elsewhere, e.g. in a GUI worker, nothing is installed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    from .trainer import SIGTERM_STOP
+
+    wanted = {signal.SIGTERM: lambda *_: trainer.request_stop(SIGTERM_STOP)}
+    if hasattr(signal, "SIGUSR1"):
+        wanted[signal.SIGUSR1] = lambda *_: trainer.request_checkpoint()
+    old = {s: signal.signal(s, h) for s, h in wanted.items()}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def resume_trainer(outdir, num_epochs: int | None = None) -> Trainer:

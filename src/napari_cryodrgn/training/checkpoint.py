@@ -54,6 +54,49 @@ def epochs_in(outdir, stem: str = "weights") -> list[int]:
     return sorted(out)
 
 
+INPROGRESS = "checkpoint.inprogress.pkl"
+
+
+def save_inprogress(outdir, state: dict) -> Path:
+    """Write the mid-epoch checkpoint (``checkpoint.inprogress.pkl``) atomically.
+
+    ``state`` holds the epoch in progress, the next global batch, the images done and the
+    model, optimizer (and grad scaler) states: enough for ``--load latest`` to continue at the
+    same position of the same order. The name does not match ``weights.*.pkl``, so tools that
+    list completed epochs (ours, cryoDRGN's) never take it for one.
+    """
+    path = Path(outdir) / INPROGRESS
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+    return path
+
+
+def resume_point(outdir) -> tuple[Path | None, str]:
+    """Where ``--load latest`` continues: (path, 'mid-epoch') for an in-progress checkpoint
+    newer than the last complete epoch, (weights.N.pkl, 'epoch'), or (None, 'none')."""
+    outdir = Path(outdir)
+    eps = epochs_in(outdir)
+    last = eps[-1] if eps else 0
+    mid = outdir / INPROGRESS
+    if mid.is_file():
+        try:
+            state = load_torch_checkpoint(mid, "cpu")
+        except InputError:
+            state = None
+        if isinstance(state, dict) and int(state.get("epoch", 0)) > last:
+            return mid, "mid-epoch"
+    if eps:
+        return outdir / f"weights.{last}.pkl", "epoch"
+    return None, "none"
+
+
+def remove_inprogress(outdir) -> None:
+    """Delete a mid-epoch checkpoint that a complete epoch has superseded."""
+    p = Path(outdir) / INPROGRESS
+    if p.exists():
+        p.unlink()
+
+
 def latest_checkpoint(outdir) -> Path:
     """Path of the highest-numbered weights.N.pkl, or an InputError if there is none."""
     eps = epochs_in(outdir)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,13 +14,23 @@ import numpy as np
 import torch
 
 from ..errors import InputError, TrainingDiverged
-from ..io.atomic import check_writable_dir
+from ..io.atomic import check_writable_dir, remove_stale_temps
 from ..model.vae import HetVAE, ModelArgs
 from ..model.volume import autocast_context
-from .checkpoint import finalize, latest_checkpoint, load_weights, save_checkpoint
+from .checkpoint import (
+    INPROGRESS,
+    finalize,
+    load_weights,
+    remove_inprogress,
+    resume_point,
+    save_checkpoint,
+    save_inprogress,
+)
 from .config import save_config
 from .data import ParticleData
+from .distributed import DistContext, init_distributed
 from .events import Progress
+from .loader import BatchStream, EpochPlan, default_chunking
 from .preprocess import Preprocessor, estimate_norm_std, inplane_angles
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,10 @@ class TrainConfig:
     log_interval_s: float = 0.5
     eval_batch_size: int = 256
     lineage: dict | None = None  # where the run came from (parent run, selection file)
+    checkpoint_minutes: float = 30.0  # mid-epoch checkpoint interval (0: only at epoch ends)
+    shuffler_size: int | None = None  # None: auto; 0: full shuffle; W: chunked, W per window
+    prefetch: int = 4  # batches read ahead by the background reader
+    launcher: str = "auto"  # auto (torchrun's environment), torchrun, slurm (srun), none
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -133,13 +150,16 @@ def recon_error(model: HetVAE, y, c, coords, z) -> torch.Tensor:
 
 def batch_tensors(data: ParticleData, prep: Preprocessor, rows: np.ndarray, rot: torch.Tensor,
                   trans: torch.Tensor | None = None, ctf: torch.Tensor | None = None,
-                  enc_inplane: bool = False):
+                  enc_inplane: bool = False, imgs: torch.Tensor | None = None):
     """(y, c, enc, rot) of dataset ``rows`` (int64 array): the preprocessed images (see
     :meth:`Preprocessor.batch`), with ``rot``/``trans``/``ctf`` the whole dataset's poses and
     CTF rows as float32 CPU tensors; ``enc_inplane`` turns the encoder's copy of each image to
-    its canonical in-plane orientation."""
-    imgs = torch.from_numpy(np.ascontiguousarray(data.images(rows)))
-    r = torch.from_numpy(rows)
+    its canonical in-plane orientation. ``imgs``: the rows' raw images when already read (a
+    :class:`~.loader.BatchStream` batch, copied to the device without blocking)."""
+    if imgs is None:
+        imgs = torch.from_numpy(np.ascontiguousarray(data.images(rows)))
+    imgs = imgs.to(prep.device, non_blocking=True)
+    r = torch.from_numpy(rows).to(rot.device, non_blocking=True)
     trans = None if trans is None else trans[r]
     ctf = None if ctf is None else ctf[r]
     rot = rot[r].to(prep.device)
@@ -157,13 +177,16 @@ def data_tensors(data: ParticleData):
 
 
 def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None,
-             refine_steps: int = 0, refine_step: float = 0.5):
-    """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per)."""
+             refine_steps: int = 0, refine_step: float = 0.5, eps=None):
+    """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per).
+
+    In training mode z = mu + eps * sigma with ``eps`` given, else drawn from ``gen``."""
     coords = prep.coords_half.to(rot.dtype) @ rot  # (B, Nh, 3)
     mu, logvar = model.encode(encoder_input(model, prep, y, c, enc, coords))
     if model.training:
-        eps = torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
-        z = mu + eps * torch.exp(0.5 * logvar)
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=gen, device=mu.device, dtype=mu.dtype)
+        z = mu + eps.to(mu.dtype) * torch.exp(0.5 * logvar)
     else:
         z = mu
     if refine_steps and model.training:
@@ -176,20 +199,91 @@ def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen
     return loss, gen_loss, kld, mu, logvar, per
 
 
+SIGTERM_STOP = "stopped on SIGTERM"
+
+
+class _Tally:
+    """Loss sums and position of the epoch in progress, updated from each batch's status."""
+
+    def __init__(self, epoch: int, plan: EpochPlan, done: int, sums: np.ndarray):
+        self.epoch, self.plan, self.done, self.sums = epoch, plan, done, sums
+        self.images = 0  # images trained since this process started the epoch
+        self.sigterm = False  # some rank received SIGTERM
+
+    def settle(self, j: int, status: torch.Tensor):
+        """Read batch ``j``'s status (waits for the device): (stop, checkpoint) as agreed by
+        all ranks, or the error message when the loss is not finite."""
+        v = status.tolist()
+        if not math.isfinite(v[0]):
+            return (f"loss became {v[0]} at epoch {self.epoch}, batch {j + 1}; training stopped "
+                    "and the last good checkpoint was kept. Try a lower --lr or check the "
+                    "input images.")
+        self.sums = self.sums + v[:3]
+        end = self.plan.batch_start(j + 1)
+        self.images += end - self.done
+        self.done = end
+        if v[6] > 0:
+            self.sigterm = True
+        return v[4] > 0, v[5] > 0
+
+
+class _LossModule(torch.nn.Module):
+    """The training loss as a module's forward, so that DistributedDataParallel can wrap it
+    (DDP prepares its gradient all-reduce in ``forward``)."""
+
+    def __init__(self, model: HetVAE, prep: Preprocessor):
+        super().__init__()
+        self.model = model
+        self.prep = prep
+
+    def forward(self, y, c, enc, rot, beta, eps, refine_steps, refine_step):
+        return vae_loss(self.model, self.prep, y, c, enc, rot, beta, eps=eps,
+                        refine_steps=refine_steps, refine_step=refine_step)
+
+
+def resolve_shuffle(shuffler_size: int | None, n: int, D: int) -> tuple[int, int]:
+    """(window, chunk) of the epoch order (see :mod:`.loader`): ``None`` (auto) shuffles the
+    whole epoch when the stack fits in half of this machine's RAM (the page cache keeps it)
+    and uses the chunked shuffle otherwise; 0 is a full shuffle; ``W > 0`` a chunked one with
+    windows of W particles (at least 16 chunks each)."""
+    window, chunk = default_chunking(D)
+    if shuffler_size is None:
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            ram = 0
+        return ((window, chunk) if ram and n * D * D * 4 > ram // 2 else (0, 0))
+    if shuffler_size <= 0:
+        return 0, 0
+    return int(shuffler_size), max(1, min(chunk, int(shuffler_size) // 16))
+
+
 class Trainer:
     """Trains a HetVAE on ``data``; :meth:`run` yields :class:`Progress` events.
 
-    Call :meth:`cancel` from any thread to stop after the current batch; the last complete
-    checkpoint stays on disk. A NaN loss stops the run and raises :class:`TrainingDiverged`.
+    Under torchrun each process is one rank of DistributedDataParallel (``ctx``, made from the
+    environment when not given): every rank trains its part of each global batch, gradients are
+    averaged, and rank 0 alone writes the run folder. One process is the special case world=1.
+
+    Stopping: :meth:`cancel` (any thread) stops after the current batch; :meth:`request_stop`
+    and :meth:`request_checkpoint` are what SIGTERM and SIGUSR1 do in the CLI. A stop or a
+    checkpoint request, and every ``checkpoint_minutes``, writes ``checkpoint.inprogress.pkl``
+    (see :func:`.checkpoint.save_inprogress`) from which ``load='latest'`` continues at the same
+    position of the same order. All ranks agree on these decisions through a small status
+    all-reduce per batch, which also carries the loss sums and the NaN check. A NaN loss stops
+    the run and raises :class:`TrainingDiverged`; the last good checkpoint stays.
     """
 
-    def __init__(self, data: ParticleData, cfg: TrainConfig):
+    def __init__(self, data: ParticleData, cfg: TrainConfig, ctx: DistContext | None = None):
         self.data = data
         self.cfg = cfg
         self._cancel = False
+        self._stop_reason: str | None = None
+        self._ckpt_asked = False
         self.outdir = Path(cfg.outdir)
+        self.ctx = ctx if ctx is not None else init_distributed(cfg.device, cfg.launcher)
         check_writable_dir(self.outdir)
-        self.device = pick_device(cfg.device)
+        self.device = self.ctx.device
         self.precision = pick_precision(self.device, cfg.precision)
         margs = cfg.model
         if margs.zdim < 1:
@@ -197,6 +291,7 @@ class Trainer:
         self.beta = 1.0 / margs.zdim if cfg.beta is None else float(cfg.beta)
         torch.manual_seed(cfg.seed)
         D = data.D
+        self.window, self.chunk = resolve_shuffle(cfg.shuffler_size, data.n, D)
         self.norm_std = cfg.dataset_args.get("norm_std") or estimate_norm_std(
             data.images, data.n, cfg.invert_data)
         self.prep = Preprocessor(D, cfg.invert_data, cfg.window, cfg.window_r, self.norm_std,
@@ -210,23 +305,57 @@ class Trainer:
         self.optim = _adam(self.model, cfg, self.device)
         self.scaler = (torch.amp.GradScaler("cuda") if self.precision == "fp16"
                        and self.device.type == "cuda" else None)
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        gen_device = self.device if self.device.type in ("cpu", "cuda") else "cpu"
+        self.gen = torch.Generator(device=gen_device)  # re-seeded for every global batch
         self.start_epoch = 1
+        self._resume_state: dict | None = None
         if cfg.load:
             self._resume(cfg.load)
-        self.rot, self.trans, self.ctf = data_tensors(data)
+        # pose and CTF tables live on the GPU (4M particles: ~0.3 GB) so that a batch needs
+        # no small host-to-device copies
+        tables = data_tensors(data)
+        if self.device.type == "cuda":
+            tables = tuple(None if t is None else t.to(self.device) for t in tables)
+        self.rot, self.trans, self.ctf = tables
+        self._forward = _LossModule(self.model, self.prep)
+        if self.ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # the buffers (the frozen positional-encoding matrix) are equal on every rank
+            quiet = ({"forward_sync_buffers": False} if "forward_sync_buffers"
+                     in inspect.signature(DDP.__init__).parameters else
+                     {"broadcast_buffers": False})
+            self._forward = DDP(self._forward, device_ids=ids, **quiet)
 
     # -- control -------------------------------------------------------------------------
     def cancel(self) -> None:
-        """Ask the run to stop after the current batch."""
+        """Stop after the current batch, keeping the position in a mid-epoch checkpoint."""
         self._cancel = True
+        self.request_stop("stopped")
+
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Write a mid-epoch checkpoint after the current batch, then stop (SIGTERM)."""
+        self._stop_reason = self._stop_reason or reason
+
+    def request_checkpoint(self) -> None:
+        """Write a mid-epoch checkpoint after the current batch and go on (SIGUSR1)."""
+        self._ckpt_asked = True
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel
+        return self._cancel or self._stop_reason is not None
 
     def _resume(self, load: str) -> None:
-        path = latest_checkpoint(self.outdir) if load == "latest" else Path(load)
+        if load == "latest":
+            path, kind = resume_point(self.outdir)
+            if path is None:
+                log.info("%s holds no checkpoint yet: training starts from the beginning",
+                         self.outdir)
+                return
+        else:
+            path = Path(load)
+            kind = "mid-epoch" if path.name == INPROGRESS else "epoch"
         ckpt = load_weights(path, map_location=self.device)
         try:
             self.model.load_state_dict(ckpt["model_state_dict"])
@@ -234,49 +363,77 @@ class Trainer:
             raise InputError(f"{path}: checkpoint does not match this model ({e})") from None
         if ckpt.get("optimizer_state_dict"):
             self.optim.load_state_dict(ckpt["optimizer_state_dict"])
-        if "rng_state" in ckpt and self.device.type == "cpu":
-            self.gen.set_state(ckpt["rng_state"])
-        self.start_epoch = int(ckpt.get("epoch", 0)) + 1
-        log.info("resumed from %s at epoch %d", path, self.start_epoch)
+        if kind == "mid-epoch":
+            self.start_epoch = int(ckpt["epoch"])
+            self._resume_state = {k: ckpt[k] for k in ("next_batch", "done", "sums", "world",
+                                                        "global_batch", "window", "chunk")}
+            if self.scaler is not None and ckpt.get("scaler_state_dict"):
+                self.scaler.load_state_dict(ckpt["scaler_state_dict"])
+            log.info("resumed from %s: epoch %d at image %d", path, self.start_epoch,
+                     ckpt["done"])
+        else:
+            self.start_epoch = int(ckpt.get("epoch", 0)) + 1
+            log.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     # -- helpers ---------------------------------------------------------------------------
-    def _batch_tensors(self, rows: np.ndarray):
+    def _batch_tensors(self, rows: np.ndarray, imgs: torch.Tensor | None = None):
         return batch_tensors(self.data, self.prep, rows, self.rot, self.trans, self.ctf,
-                             self.cfg.model.enc_inplane)
+                             self.cfg.model.enc_inplane, imgs)
 
-    def _order(self, epoch: int) -> np.ndarray:
-        """Shuffle order for an epoch: a function of seed and epoch, so resume is exact."""
-        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch)
-        return torch.randperm(self.data.n, generator=g).numpy()
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size * self.ctx.world
+
+    def _plan(self, epoch: int, window: int | None = None, chunk: int | None = None):
+        return EpochPlan.make(self.data.n, self.global_batch, self.cfg.seed, epoch,
+                              self.ctx.world, self.window if window is None else window,
+                              self.chunk if chunk is None else chunk)
+
+    def _eps(self, epoch: int, plan: EpochPlan, j: int) -> torch.Tensor:
+        """Reparameterisation noise of this rank's rows of global batch ``j``: drawn for the
+        whole global batch from a generator seeded by (seed, epoch, j), so it does not depend
+        on the number of ranks and a resumed run draws the same numbers."""
+        self.gen.manual_seed((self.cfg.seed * 1_000_003 + epoch) * 10_000_019 + j)
+        e = torch.randn(plan.global_size(j), self.model.zdim, generator=self.gen,
+                        device=self.gen.device)
+        a, b = plan.rank_span(j, self.ctx.rank, self.ctx.world)
+        return e[a:b].to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def encode_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """z_mu and z_logvar of every particle with the current encoder (eval mode)."""
+        """z_mu and z_logvar of every particle with the current encoder (eval mode); under
+        DDP each rank encodes a contiguous block and every rank receives all of them."""
         self.model.eval()
-        mus, lvs = [], []
-        bs = self.cfg.eval_batch_size
-        for s in range(0, self.data.n, bs):
-            rows = np.arange(s, min(s + bs, self.data.n))
-            y, c, enc, rot = self._batch_tensors(rows)
+        n, rank, world = self.data.n, self.ctx.rank, self.ctx.world
+        rows = np.arange(rank * n // world, (rank + 1) * n // world)
+        plan = EpochPlan.sequential(rows, self.cfg.eval_batch_size)
+        empty = np.zeros((0, self.model.zdim), np.float32)
+        mus, lvs = [empty], [empty]
+        for _, r, imgs in BatchStream(self.data, plan, pin=self.device.type == "cuda"):
+            y, c, enc, rot = self._batch_tensors(r, imgs)
             with autocast_context(self.device, self.precision):
                 coords = self.prep.coords_half @ rot
                 mu, lv = self.model.encode(encoder_input(self.model, self.prep, y, c, enc, coords))
             mus.append(mu.float().cpu().numpy())
             lvs.append(lv.float().cpu().numpy())
         self.model.train()
-        return np.concatenate(mus), np.concatenate(lvs)
+        return self.ctx.gather_rows(np.concatenate(mus)), self.ctx.gather_rows(np.concatenate(lvs))
 
     def write_config(self) -> None:
+        if not self.ctx.is_main:
+            return
         ds = dict(self.cfg.dataset_args)
         ds.pop("norm_std", None)
         ds.update(norm=[0.0, float(self.norm_std)], invert_data=self.cfg.invert_data,
                   window=self.cfg.window, window_r=self.cfg.window_r, keepreal=False,
                   do_pose_sgd=False)
         lattice = {"D": self.data.D + 1, "extent": 0.5, "ignore_DC": True}
-        extra = {"train_args": {k: v for k, v in asdict(self.cfg).items()
-                                if k not in ("model", "dataset_args", "lineage")}}
-        extra["train_args"]["precision"] = self.precision
-        extra["train_args"]["beta"] = self.beta
+        ta = {k: v for k, v in asdict(self.cfg).items()
+              if k not in ("model", "dataset_args", "lineage")}
+        ta.update(precision=self.precision, beta=self.beta, world_size=self.ctx.world,
+                  global_batch_size=self.global_batch, shuffler_size=self.window,
+                  shuffle_chunk=self.chunk)
+        extra = {"train_args": ta}
         if self.cfg.lineage:
             extra["lineage"] = dict(self.cfg.lineage)
         save_config(self.outdir / "config.yaml", ds, lattice, self.cfg.model.to_dict(),
@@ -287,86 +444,180 @@ class Trainer:
         self._log(msg)
 
     def _log(self, msg: str) -> None:
+        if not self.ctx.is_main:
+            return
         with open(self.outdir / "run.log", "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
+    # -- one batch -------------------------------------------------------------------------
+    def _step(self, epoch: int, plan: EpochPlan, j: int, rows: np.ndarray,
+              imgs: torch.Tensor) -> torch.Tensor:
+        """Train on this rank's part of global batch ``j``; returns the batch's status
+        [loss, gen, kld sums, images, stop, checkpoint, SIGTERM], summed over ranks, on the
+        device (read it later: reading waits for the GPU)."""
+        cfg = self.cfg
+        y, c, enc, rot = self._batch_tensors(rows, imgs)
+        eps = self._eps(epoch, plan, j)
+        with autocast_context(self.device, self.precision):
+            loss, gen_loss, kld, *_ = self._forward(y, c, enc, rot, self.beta, eps,
+                                                    cfg.refine_steps, cfg.refine_step)
+        b = len(rows)
+        # the gradient of the global batch's mean loss: DDP averages over ranks
+        scale = b * self.ctx.world / plan.global_size(j)
+        self.optim.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss * scale).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        else:
+            (loss * scale).backward()
+            self.optim.step()
+        due = (self.cfg.checkpoint_minutes > 0 and time.monotonic() - self._last_save
+               >= 60 * self.cfg.checkpoint_minutes)
+        flags = torch.tensor([b, self._stop_reason is not None, self._ckpt_asked or due,
+                              self._stop_reason == SIGTERM_STOP], dtype=torch.float32)
+        status = torch.cat([torch.stack([loss, gen_loss, kld]).detach().float() * b,
+                            flags.to(self.device, non_blocking=True)])
+        return self.ctx.all_reduce_sum(status)
+
+    def _save_inprogress(self, epoch: int, next_batch: int, done: int, sums) -> None:
+        self._ckpt_asked = False
+        self._last_save = time.monotonic()
+        if not self.ctx.is_main:
+            return
+        save_inprogress(self.outdir, {
+            "epoch": int(epoch), "next_batch": int(next_batch), "done": int(done),
+            "sums": [float(v) for v in sums], "world": self.ctx.world,
+            "global_batch": self.global_batch, "window": self.window, "chunk": self.chunk,
+            "model_state_dict": self.model.state_dict(),
+            "optimizer_state_dict": self.optim.state_dict(),
+            "scaler_state_dict": None if self.scaler is None else self.scaler.state_dict(),
+        })
+        self._log(f"checkpoint: epoch {epoch} at image {done} of {self.data.n} ({INPROGRESS})")
+
+    def _epoch_start(self, epoch: int):
+        """(plan, first global batch, images done, loss sums) of ``epoch``: from the start,
+        or where a mid-epoch checkpoint left it."""
+        st = self._resume_state
+        if st is None or epoch != self.start_epoch:
+            return self._plan(epoch), 0, 0, np.zeros(3)
+        self._resume_state = None
+        plan = self._plan(epoch, st["window"], st["chunk"])
+        done = int(st["done"])
+        if st["global_batch"] == self.global_batch:
+            j = int(st["next_batch"])
+        else:
+            j = int(np.searchsorted(plan.bounds, done))
+            log.warning("the run was checkpointed with global batch %d and continues with %d: "
+                        "the epoch goes on from image %d of the same order", st["global_batch"],
+                        self.global_batch, int(plan.bounds[min(j, plan.n_batches)]))
+            done = int(plan.bounds[min(j, plan.n_batches)])
+        return plan, j, done, np.asarray(st["sums"], dtype=np.float64)
+
     # -- main loop -------------------------------------------------------------------------
     def run(self):
-        """Generator of :class:`Progress` events; trains until done or cancelled."""
+        """Generator of :class:`Progress` events; trains until done or stopped."""
         cfg, n = self.cfg, self.data.n
-        bs = cfg.batch_size
+        if self.ctx.is_main:
+            for p in remove_stale_temps(self.outdir):
+                log.info("removed %s, left by a process killed while writing", p.name)
         self.write_config()
-        self._log(f"start: {n} particles, D={self.data.D}, device={self.device}, "
+        where = f"device={self.device}"
+        if self.ctx.distributed:
+            where = f"{self.ctx.world} processes ({self.ctx.backend}), rank 0 on {self.device}"
+        self._log(f"start: {n} particles, D={self.data.D}, {where}, "
                   f"precision={self.precision}, epochs {self.start_epoch}..{cfg.num_epochs}")
         yield Progress("start", self.start_epoch, cfg.num_epochs, 0, n,
-                       message=f"device {self.device}, precision {self.precision}")
+                       message=f"{where}, precision {self.precision}")
         if self.start_epoch > cfg.num_epochs:
             yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
                            message="nothing to do: already trained for the requested epochs")
             return
         t_run = time.perf_counter()
+        self._last_save = time.monotonic()
         images_run = 0
         self.model.train()
+        pin = self.device.type == "cuda"
         for epoch in range(self.start_epoch, cfg.num_epochs + 1):
-            order = self._order(epoch)
-            t_ep = time.perf_counter()
-            sums = np.zeros(3)
-            last_report = time.perf_counter()
-            done = 0
-            for s in range(0, n, bs):
-                if self._cancel:
-                    self._log(f"cancelled during epoch {epoch} after {done} images")
-                    yield Progress("cancelled", epoch, cfg.num_epochs, done, n,
-                                   message=f"stopped; last checkpoint is epoch {epoch - 1}")
-                    return
-                rows = order[s : s + bs]
-                y, c, enc, rot = self._batch_tensors(rows)
-                with autocast_context(self.device, self.precision):
-                    loss, gen_loss, kld, *_ = vae_loss(
-                        self.model, self.prep, y, c, enc, rot, self.beta, self.gen,
-                        cfg.refine_steps, cfg.refine_step)
-                if not torch.isfinite(loss):
-                    msg = (f"loss became {loss.item()} at epoch {epoch}, batch {s // bs + 1}; "
-                           f"training stopped and the last good checkpoint was kept "
-                           f"(epoch {epoch - 1}). Try a lower --lr or check the input images.")
-                    self._log(msg)
-                    yield Progress("error", epoch, cfg.num_epochs, done, n, message=msg)
-                    raise TrainingDiverged(msg)
-                self.optim.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optim)
-                    self.scaler.update()
-                else:
-                    loss.backward()
-                    self.optim.step()
-                B = len(rows)
-                done += B
-                images_run += B
-                sums += np.array([loss.item(), gen_loss.item(), kld.item()]) * B
-                now = time.perf_counter()
-                if now - last_report >= cfg.log_interval_s or done == n:
-                    last_report = now
-                    ips = images_run / max(now - t_run, 1e-9)
-                    remaining = (cfg.num_epochs - epoch) * n + (n - done)
-                    yield Progress("batch", epoch, cfg.num_epochs, done, n, *(sums / done),
-                                   images_per_s=ips, eta_s=remaining / max(ips, 1e-9))
-            mean = sums / n
+            plan, j0, done0, sums = self._epoch_start(epoch)
+            t_ep = last_report = time.perf_counter()
+            tally = _Tally(epoch, plan, done0, sums)
+            pending = None  # the last batch's status, read after the next batch is queued
+            stop = False
+            with BatchStream(self.data, plan, self.ctx.rank, self.ctx.world, j0,
+                             prefetch=cfg.prefetch, pin=pin) as stream:
+                for j, rows, imgs in stream:
+                    item = (j, self._step(epoch, plan, j, rows, imgs))
+                    outcome = [] if pending is None else [tally.settle(*pending)]
+                    pending = item
+                    if outcome and not isinstance(outcome[0], str) and any(outcome[0]):
+                        outcome.append(tally.settle(*pending))  # act after the batch just trained
+                        pending = None
+                    for o in outcome:
+                        if isinstance(o, str):
+                            self._log(o)
+                            yield Progress("error", epoch, cfg.num_epochs, tally.done, n,
+                                           message=o)
+                            raise TrainingDiverged(o)
+                    if len(outcome) == 2:
+                        stop = stop or outcome[0][0] or outcome[1][0]
+                        self._save_inprogress(epoch, j + 1, tally.done, tally.sums)
+                        if stop:
+                            break
+                    now = time.perf_counter()
+                    done = tally.done
+                    if outcome and (now - last_report >= cfg.log_interval_s or done == n):
+                        last_report = now
+                        ips = (images_run + tally.images) / max(now - t_run, 1e-9)
+                        remaining = (cfg.num_epochs - epoch) * n + (n - done)
+                        yield Progress("batch", epoch, cfg.num_epochs, done, n,
+                                       *(tally.sums / done), images_per_s=ips,
+                                       eta_s=remaining / max(ips, 1e-9))
+            epoch_ckpt = epoch % cfg.checkpoint == 0 or epoch == cfg.num_epochs
+            if pending is not None:
+                o = tally.settle(*pending)
+                if isinstance(o, str):
+                    self._log(o)
+                    yield Progress("error", epoch, cfg.num_epochs, tally.done, n, message=o)
+                    raise TrainingDiverged(o)
+                stop = stop or o[0]
+                if o[1] and not (epoch_ckpt or stop):
+                    self._save_inprogress(epoch, plan.n_batches, tally.done, tally.sums)
+            done, sums = tally.done, tally.sums
+            images_run += tally.images
+            if tally.sigterm:
+                self._stop_reason = SIGTERM_STOP
+            if stop and done < n:
+                reason = self._stop_reason or "stopped"
+                msg = (f"{reason}: epoch {epoch} stopped at image {done} of {n}; "
+                       f"{INPROGRESS} keeps the position (resume with --load latest)")
+                self._log(f"cancelled during epoch {epoch} after {done} images ({reason})")
+                yield Progress("cancelled", epoch, cfg.num_epochs, done, n, message=msg)
+                return
+            mean = sums / max(done, 1)
             dt = time.perf_counter() - t_ep
+            rate = (done - done0) / max(dt, 1e-9)
             self._log(f"epoch {epoch}/{cfg.num_epochs}: loss {mean[0]:.6f} gen {mean[1]:.6f} "
-                      f"kld {mean[2]:.4f} ({n / dt:.1f} images/s, {dt:.1f} s)")
+                      f"kld {mean[2]:.4f} ({rate:.1f} images/s, {dt:.1f} s)")
             ips = images_run / max(time.perf_counter() - t_run, 1e-9)
             yield Progress("epoch", epoch, cfg.num_epochs, n, n, *mean, images_per_s=ips,
                            eta_s=(cfg.num_epochs - epoch) * n / max(ips, 1e-9),
                            extra={"epoch_s": dt})
-            if epoch % cfg.checkpoint == 0 or epoch == cfg.num_epochs:
+            if epoch_ckpt or stop:
                 mu, lv = self.encode_all()
-                save_checkpoint(self.outdir, epoch, self.model, self.optim, mu, lv,
-                                extra={"rng_state": self.gen.get_state()}
-                                if self.device.type == "cpu" else None)
+                if self.ctx.is_main:
+                    save_checkpoint(self.outdir, epoch, self.model, self.optim, mu, lv)
+                    remove_inprogress(self.outdir)
+                self._last_save = time.monotonic()
                 yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
                                message=f"weights.{epoch}.pkl", extra={"z": mu})
-        finalize(self.outdir, cfg.num_epochs)
+            if stop:
+                msg = f"{self._stop_reason or 'stopped'} after epoch {epoch}"
+                self._log(f"cancelled after epoch {epoch}")
+                yield Progress("cancelled", epoch, cfg.num_epochs, n, n, message=msg)
+                return
+        if self.ctx.is_main:
+            finalize(self.outdir, cfg.num_epochs)
         total = time.perf_counter() - t_run
         self._log(f"done in {total:.1f} s")
         yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
