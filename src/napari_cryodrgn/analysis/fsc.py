@@ -39,3 +39,21 @@ def resolution_at(vol1: np.ndarray, vol2: np.ndarray, apix: float, threshold: fl
         return 2 * apix
     f = freq[1:][below[0]]
     return float(apix / f) if f > 0 else float("inf")
+
+
+def threshold_crossing(freq: np.ndarray, curve: np.ndarray, threshold: float) -> float | None:
+    """Frequency where an FSC curve first drops below ``threshold``, or None if it never does.
+
+    Shell 0 (the mean) is skipped; the crossing is interpolated linearly between the last shell
+    at or above the threshold and the first one below it (cryoDRGN reports the shell edge
+    instead, which can differ by up to a shell).
+    """
+    freq, curve = np.asarray(freq, np.float64), np.asarray(curve, np.float64)
+    below = np.nonzero(curve[1:] < threshold)[0]
+    if len(below) == 0:
+        return None
+    i = int(below[0]) + 1
+    f0, f1, c0, c1 = freq[i - 1], freq[i], curve[i - 1], curve[i]
+    if i == 1 or c0 == c1:
+        return float(f1 if i == 1 else f0)
+    return float(f0 + (f1 - f0) * (c0 - threshold) / (c0 - c1))

@@ -15,7 +15,10 @@ class SimConfig:
 
     ``max_shift_px`` is the largest in-plane shift per axis in pixels; None means ``3 * D / 64``.
     Defocus U is uniform in [df_min, df_max] (Angstrom), V = U - uniform(0, df_astig_max).
-    Invalid values raise InputError on construction (and in :meth:`validate`).
+    ``fixed_conf`` / ``fixed_state``, when set, give every (non-junk) particle that conformation
+    / state; with ``junk=0`` that makes a homogeneous set (the other draws, poses, CTF and noise,
+    stay those of the same seed). Invalid values raise InputError on construction (and in
+    :meth:`validate`).
     """
 
     n: int = 10000
@@ -34,6 +37,8 @@ class SimConfig:
     amp_contrast: float = 0.1
     phase_shift_deg: float = 0.0
     n_truth_conf: int = 10
+    fixed_conf: float | None = None
+    fixed_state: int | None = None
 
     def __post_init__(self):
         self.validate()
@@ -78,6 +83,15 @@ class SimConfig:
             bad(f"n_truth_conf must be at least 2, got {self.n_truth_conf}")
         if not 0 <= self.shift_px <= self.D / 8:
             bad(f"max_shift_px must be in [0, D/8], got {self.shift_px}")
+        if self.fixed_conf is not None and (
+                isinstance(self.fixed_conf, bool) or not isinstance(self.fixed_conf, numbers.Real)
+                or not 0 <= self.fixed_conf <= 1):
+            bad(f"fixed_conf must be a number in [0, 1] or None, got {self.fixed_conf!r}")
+        if self.fixed_state is not None and (
+                isinstance(self.fixed_state, bool)
+                or not isinstance(self.fixed_state, numbers.Integral)
+                or self.fixed_state not in (0, 1)):
+            bad(f"fixed_state must be 0, 1 or None, got {self.fixed_state!r}")
         if not 0 < self.df_min <= self.df_max or not 0 <= self.df_astig_max < self.df_min:
             bad("defocus needs 0 < df_min <= df_max and 0 <= df_astig_max < df_min")
         if self.voltage_kv <= 0 or self.cs_mm < 0 or not 0 <= self.amp_contrast < 1:
@@ -85,7 +99,10 @@ class SimConfig:
         return self
 
     def to_dict(self) -> dict:
-        """Every parameter, with ``max_shift_px`` resolved."""
+        """Every parameter, with ``max_shift_px`` resolved (``fixed_*`` only when set)."""
         d = asdict(self)
         d["max_shift_px"] = self.shift_px
+        for name in ("fixed_conf", "fixed_state"):
+            if d[name] is None:
+                del d[name]
         return {k: int(v) if isinstance(v, numbers.Integral) else float(v) for k, v in d.items()}

@@ -64,6 +64,10 @@ def sample_metadata(cfg: SimConfig) -> dict[str, np.ndarray]:
     is_junk[rng.permutation(n)[: cfg.n_junk]] = True
     conf = rng.uniform(0.0, 1.0, n)
     state = (rng.uniform(size=n) < cfg.p_state1).astype(np.int64)
+    if cfg.fixed_conf is not None:  # after the draws, so the random streams stay the same
+        conf[:] = cfg.fixed_conf
+    if cfg.fixed_state is not None:
+        state[:] = cfg.fixed_state
     conf[is_junk] = np.nan
     state[is_junk] = -1
     rot = random_rotations(n, rng).astype(np.float32)

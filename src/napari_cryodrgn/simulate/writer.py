@@ -9,6 +9,8 @@ Layout of ``outdir``:
   (int64, -1 for junk) and ``is_junk`` (bool); read it with ``io.safepickle.load_pickle``;
 - ``truth/state{s}_conf{i:02d}.mrc``: true maps on a grid of ``n_truth_conf`` conformations
   (``linspace(0, 1)``) x 2 states, and ``truth/grid.txt`` (file, conf, state per line);
+- ``truth/fixed.mrc``: only when ``fixed_conf`` and ``fixed_state`` are both set, the map every
+  non-junk particle shows (the ground truth of a homogeneous set);
 - ``sim_config.yaml``: every parameter, the phantom, noise level and file names.
 """
 
@@ -106,7 +108,8 @@ def _describe(cfg: SimConfig, phantom: Phantom, meta: dict, stats: dict, files: 
 def write_dataset(outdir, cfg: SimConfig, progress: Progress | None = None) -> dict[str, Path]:
     """Simulate ``cfg`` into folder ``outdir``; return the written paths by role.
 
-    Keys: particles, poses, ctf, star, labels, truth_dir, truth_grid, config.
+    Keys: particles, poses, ctf, star, labels, truth_dir, truth_grid, config (and truth_map
+    for a fixed conformation and state).
     ``progress(done, total)`` follows :func:`generate_into` (total = 2 N).
     """
     cfg.validate()
@@ -126,6 +129,11 @@ def write_dataset(outdir, cfg: SimConfig, progress: Progress | None = None) -> d
     save_pickle(paths["labels"], {k: meta[k] for k in ("conf", "state", "is_junk")})
     paths["truth_dir"] = out / "truth"
     paths["truth_grid"] = _write_truth(paths["truth_dir"], cfg, phantom)
+    if cfg.fixed_conf is not None and cfg.fixed_state is not None:
+        paths["truth_map"] = paths["truth_dir"] / "fixed.mrc"
+        write_mrc(paths["truth_map"],
+                  phantom.render_volume(float(cfg.fixed_conf), int(cfg.fixed_state), cfg.D),
+                  cfg.apix)
     paths["config"] = out / "sim_config.yaml"
     rel = {k: v.relative_to(out) for k, v in paths.items()}
     with atomic_write(paths["config"], "w") as f:
