@@ -197,3 +197,22 @@ def test_analyze_errors(trained, tmp_path, capsys):
     (edited / "config.yaml").write_text(text)
     fails(capsys, ["analyze", edited, "--skip-umap"], "weights.1.pkl", "do not match")
     assert not (edited / "analyze.1").exists()
+
+
+def test_eval_vol_cryodrgn_form(trained, tmp_path, capsys):
+    # cryoDRGN's command line: WEIGHTS -c CONFIG, a straight line of points, flip and invert
+    out = tmp_path / "line"
+    assert main(["eval_vol", str(trained / "weights.1.pkl"), "-c", str(trained / "config.yaml"),
+                 "--z-start", "0", "0", "--z-end", "1", "-1", "-n", "3", "-o", str(out),
+                 "--prefix", "map_", "--vol-start-index", "0", "--flip", "--invert"]) == 0
+    assert sorted(p.name for p in out.glob("*.mrc")) == ["map_000.mrc", "map_001.mrc",
+                                                         "map_002.mrc"]
+    np.testing.assert_allclose(np.loadtxt(out / "z_values.txt"), [[0, 0], [0.5, -0.5], [1, -1]])
+    assert main(["eval-vol", str(trained), "-z", "0.5", "-0.5", "-o", str(tmp_path / "m.mrc")]) == 0
+    plain, _ = read_mrc(tmp_path / "m.mrc")
+    flipped, _ = read_mrc(out / "map_001.mrc")
+    np.testing.assert_allclose(flipped, -plain[::-1], atol=1e-6)
+    fails(capsys, ["eval_vol", trained / "weights.1.pkl", "--z-start", "0", "0", "-o",
+                   tmp_path / "x"], "--z-start needs --z-end")
+    fails(capsys, ["eval_vol", trained, "-c", trained / "config.yaml", "-z", "0", "0", "-o",
+                   tmp_path / "x"], "give -c with a weights file")

@@ -131,6 +131,30 @@ def _open_data(ds: RunDataset):
         raise InputError(f"{e}; {NEEDS}") from None
 
 
+def run_preprocessor(run, device, invert_data: bool | None = None, window: bool | None = None,
+                     window_r: float | None = None):
+    """The :class:`..training.preprocess.Preprocessor` a run (``model.load.LoadedRun``) was
+    trained with: window, ``invert_data`` and the normalisation of its config.yaml (never
+    re-estimated) and its encoder mask. The keyword arguments, when not None, replace the
+    config's values (cryoDRGN's ``eval_images`` flags)."""
+    from ..training.preprocess import Preprocessor
+
+    dargs = run.config.get("dataset_args") or {}
+    if run.norm[0] != 0.0:
+        raise InputError(f"config.yaml: dataset_args.norm has a mean of {run.norm[0]}; only "
+                         "a mean of 0 (as cryoDRGN and napari-cryodrgn write) is supported")
+    inv = bool(dargs.get("invert_data", True)) if invert_data is None else bool(invert_data)
+    win = bool(dargs.get("window", True)) if window is None else bool(window)
+    r = float(dargs.get("window_r", 0.85)) if window_r is None else float(window_r)
+    return Preprocessor(run.D_img, inv, win, r, run.norm[1], enc_radius=run.model.args.enc_mask,
+                        device=device)
+
+
+def decode_chunk(model, prep) -> int:
+    """Particles per decoder call that keep its activations within ``DECODE_BUDGET``."""
+    return max(1, DECODE_BUDGET // max(prep.n_half * int(model.args.pdim), 1))
+
+
 def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
                     device: str = "auto",
                     progress: Callable[[int, int], object] | None = None) -> np.ndarray:
@@ -138,7 +162,6 @@ def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
     when None, as :func:`.latents.load_latents`); see the module docstring. InputError when
     the run's particle files cannot be found or do not fit the run."""
     from ..model.load import load_run
-    from ..training.preprocess import Preprocessor
     from ..training.trainer import batch_tensors, data_tensors, pick_device, recon_error
 
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -166,14 +189,10 @@ def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
     if data.n != n:
         raise InputError(f"{workdir}: {n} latent points in {lat.zfile.name} but the dataset "
                          f"selects {data.n} particles; did the index file change?")
-    dargs = ds.args
-    margs = run.model.args
-    prep = Preprocessor(data.D, bool(dargs.get("invert_data", True)),
-                        bool(dargs.get("window", True)), float(dargs.get("window_r", 0.85)),
-                        run.norm[1], enc_radius=margs.enc_mask, device=dev)
+    prep = run_preprocessor(run, dev)
     rot, trans, ctf = data_tensors(data)
     z = torch.from_numpy(np.ascontiguousarray(lat.z, np.float32))
-    chunk = max(1, DECODE_BUDGET // max(prep.n_half * int(margs.pdim), 1))
+    chunk = decode_chunk(run.model, prep)
     out = np.empty(n, np.float32)
     model = run.model.eval()
     with torch.no_grad():

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.mrc import write_mrc
-from ..model.load import LoadedRun, load_run
+from ..model.load import LoadedRun, load_run, load_weights_config
 from ..training.trainer import pick_device
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,38 @@ def read_zfile(path: Path, zdim: int) -> np.ndarray:
     return z
 
 
-def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, device="auto",
-                 precision="fp32") -> list[Path]:
-    """Decode maps at ``z`` (one point) or every row of ``zfile`` and write them as MRC files.
+def open_model(workdir, epoch=None, config=None, device="cpu") -> LoadedRun:
+    """A run's model from its folder (``epoch``: latest when None), or from a weights file with
+    ``config`` (cryoDRGN's ``WEIGHTS -c CONFIG``; the folder's config.yaml when None)."""
+    path = Path(workdir)
+    if path.is_dir():
+        if config is not None:
+            raise InputError(f"-c {config}: give -c with a weights file, not with a folder")
+        return load_run(path, epoch, device=device)
+    if not path.is_file():
+        raise InputError(f"{path}: no such training folder or weights file")
+    if epoch is not None:
+        raise InputError("--epoch goes with a training folder; a weights file is one epoch")
+    config = Path(config) if config is not None else path.parent / "config.yaml"
+    return load_weights_config(path, config, device=device)
 
-    ``out`` is a folder (vol_001.mrc, ...) or, for a single point, a path ending in .mrc.
+
+def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, device="auto",
+                 precision="fp32", config=None, prefix: str = "vol_", start_index: int = 1,
+                 flip: bool = False, invert: bool = False) -> list[Path]:
+    """Decode maps at ``z`` (one point, or rows) or every row of ``zfile`` and write them as MRC.
+
+    ``workdir`` is a training folder, or a weights file (with ``config``: cryoDRGN's form).
+    ``out`` is a folder (``{prefix}{start_index:03d}.mrc``, ...) or, for a single point, a path
+    ending in .mrc. ``flip`` mirrors the maps (the other hand), ``invert`` negates them.
     """
     dev = pick_device(device)
-    run = load_run(workdir, epoch, device=dev)
+    run = open_model(workdir, epoch, config, device=dev)
     zdim = run.model.zdim
     if zfile is not None:
         zs = read_zfile(zfile, zdim)
     else:
-        zs = np.asarray(z, np.float32).reshape(1, -1)
+        zs = np.atleast_2d(np.asarray(z, np.float32))
         if zs.shape[1] != zdim:
             raise InputError(f"-z has {zs.shape[1]} values but the model has zdim {zdim}")
     if apix is None:
@@ -73,7 +92,11 @@ def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, d
     paths = []
     for i, zi in enumerate(zs):
         vol = dec(zi)
-        path = out if single else out / f"vol_{i + 1:03d}.mrc"
+        if flip:
+            vol = vol[::-1]
+        if invert:
+            vol = -vol
+        path = out if single else out / f"{prefix}{i + start_index:03d}.mrc"
         write_mrc(path, vol, apix)
         paths.append(path)
     if not single:

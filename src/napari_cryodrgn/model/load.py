@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,26 @@ def load_run(workdir, epoch: int | None = None, device="cpu") -> LoadedRun:
         raise InputError(f"{workdir}: no such training folder")
     cfg = load_config(workdir / "config.yaml")
     weights, ep = resolve_weights(workdir, epoch)
+    return _build(cfg, workdir / "config.yaml", weights, ep, device)
+
+
+def load_weights_config(weights, config, device="cpu") -> LoadedRun:
+    """A model from an explicit weights file and config.yaml (cryoDRGN's ``WEIGHTS -c
+    CONFIG``); ``epoch`` is N for a file named weights.N.pkl, else None."""
+    config, weights = Path(config), Path(weights)
+    cfg = load_config(config)
+    m = re.fullmatch(r"weights\.(\d+)\.pkl", weights.name)
+    return _build(cfg, config, weights, int(m.group(1)) if m else None, device)
+
+
+def _build(cfg: dict, config: Path, weights: Path, ep: int | None, device) -> LoadedRun:
     margs = ModelArgs.from_dict(cfg["model_args"])
     D_lat = int(cfg["lattice_args"]["D"])
     enc_mask = margs.enc_mask if margs.enc_mask != -2 else (D_lat - 1) // 2
     try:
         model = HetVAE(D_lat, encoder_in_dim(D_lat, enc_mask), margs)
     except (ValueError, KeyError) as e:
-        raise InputError(f"{workdir}/config.yaml: unsupported model settings ({e})") from None
+        raise InputError(f"{config}: unsupported model settings ({e})") from None
     ckpt = load_weights(weights, map_location=device)
     try:
         model.load_state_dict(ckpt["model_state_dict"])
@@ -68,4 +82,3 @@ def load_run(workdir, epoch: int | None = None, device="cpu") -> LoadedRun:
     model.to(device).eval()
     norm = cfg["dataset_args"].get("norm", [0.0, 1.0])
     return LoadedRun(model, cfg, D_lat, (float(norm[0]), float(norm[1])), ep, weights)
-
