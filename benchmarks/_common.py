@@ -324,6 +324,16 @@ def simulate(folder, n: int, D: int, snr: float = 0.1, junk: float = 0.1, seed: 
     return paths
 
 
+def drop_cache(path) -> None:
+    """Evict ``path`` from the page cache (fsync first, so that its pages are clean)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 # -- results ---------------------------------------------------------------------------------
 def _jsonable(o):
     if isinstance(o, dict):

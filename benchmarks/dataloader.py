@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, machine_info, save_json  # noqa: E402
+from _common import WORK, drop_cache, machine_info, save_json  # noqa: E402
 
 MODES = ("ram", "mmap_random", "pread_random", "chunked")
 
@@ -66,15 +66,6 @@ def make_stack(path: Path, n: int, D: int) -> None:
             f.write(pool[off : off + k * per].tobytes())
     os.replace(tmp, path)
     print(f"wrote {path} ({n * per * 4 / 2**30:.1f} GiB) in {time.perf_counter() - t0:.0f} s")
-
-
-def evict(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def peak_rss_mib() -> float:
@@ -150,7 +141,7 @@ def child(args) -> dict:
 
 
 def run_child(args, mode: str, rate: float | None) -> dict:
-    evict(Path(args.stack))
+    drop_cache(Path(args.stack))
     cmd = [sys.executable, __file__, "--child", mode, "--stack", str(args.stack),
            "--images", str(args.images), "--batch", str(args.batch), "--ram-gib",
            str(args.ram_gib), "--prefetch", str(args.prefetch)]
@@ -166,7 +157,7 @@ def run_child(args, mode: str, rate: float | None) -> dict:
 def disk_rates(path: Path) -> dict:
     """Cold sequential (8 MiB reads) and random (64 KiB reads) throughput of the stack's disk."""
     size = path.stat().st_size
-    evict(path)
+    drop_cache(path)
     fd = os.open(path, os.O_RDONLY)
     try:
         t0, got = time.perf_counter(), 0

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, find_cryodrgn, machine_info, save_json  # noqa: E402
+from _common import WORK, drop_cache, find_cryodrgn, machine_info, save_json  # noqa: E402
 
 from napari_cryodrgn.io.mrc import HEADER_BYTES, header_bytes  # noqa: E402
 
@@ -50,16 +50,6 @@ def write_stack(path: Path, n: int, D: int, apix: float = 1.1, block: int = 1000
         f.flush()
         os.fsync(f.fileno())
     return time.perf_counter() - t0
-
-
-def drop_cache(path: Path) -> None:
-    """Evict ``path`` from the page cache (its pages are clean after the fsync)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 # A small launcher between this process and the measured one: a child's peak RSS counts the

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import WORK, machine_info, save_json  # noqa: E402
+from _common import WORK, machine_info, read_json, save_json, write_json_atomic  # noqa: E402
 
 SIM = dict(n=8000, D=32, apix=6.0, snr=3.0, junk=0.15, seed=4)  # tests/science/conftest.py
 NET = dict(batch_size=8, lr=1e-3, qdim=128, qlayers=2, pdim=128, players=2, seed=0)
@@ -50,20 +50,29 @@ def sorted_copy(data: dict, folder: Path) -> tuple[dict, np.ndarray]:
 
 
 def train_and_score(data: dict, truth_dir: Path, perm, out: Path, epochs: int,
-                    shuffler_size: int) -> dict:
+                    shuffler_size: int, seed: int) -> dict:
+    """Train (unless ``out`` already holds this very run) and score the last epoch."""
     from napari_cryodrgn.analysis.groundtruth import Truth, latent_scores
     from napari_cryodrgn.training.api import make_trainer
     from napari_cryodrgn.training.checkpoint import load_z
 
+    settings = {**NET, "epochs": epochs, "shuffler_size": shuffler_size, "seed": seed,
+                "particles": str(data["particles"])}
+    done = read_json(out / "bench_settings.json")
     t0 = time.perf_counter()
-    tr = make_trainer(data["particles"], data["poses"], out, 8, ctf=data["ctf"],
-                      num_epochs=epochs, shuffler_size=shuffler_size, overwrite=True, **NET)
-    for _ in tr.run():
-        pass
+    if done is None or done.get("settings") != settings:
+        tr = make_trainer(data["particles"], data["poses"], out, 8, ctf=data["ctf"],
+                          num_epochs=epochs, shuffler_size=shuffler_size, overwrite=True,
+                          **{**NET, "seed": seed})
+        for _ in tr.run():
+            pass
+        done = {"settings": settings, "window": tr.window, "chunk": tr.chunk,
+                "train_s": time.perf_counter() - t0}
+        write_json_atomic(out / "bench_settings.json", done)
     z, _ = load_z(out / f"z.{epochs}.pkl")
     s = latent_scores(z, Truth.load(truth_dir, ind=perm))
     return {"r2": s.r2, "state_acc": s.state_acc, "junk_auc": s.junk_auc,
-            "window": tr.window, "chunk": tr.chunk, "train_s": time.perf_counter() - t0}
+            "window": done["window"], "chunk": done["chunk"], "train_s": done["train_s"]}
 
 
 def main() -> int:
@@ -71,6 +80,9 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--windows", type=int, nargs="*", default=[1024, 256],
                    help="chunked-shuffle windows (particles) for the sorted stack")
+    p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                   help="training seeds of the full-shuffle reference (their spread is the "
+                   "run-to-run noise the chunked runs are compared with; seed 0 for those)")
     p.add_argument("--workdir", type=Path, default=WORK / "shuffle_accuracy")
     p.add_argument("--out", default="shuffle_accuracy")
     args = p.parse_args()
@@ -86,22 +98,25 @@ def main() -> int:
                                           ("poses", "poses.pkl"), ("ctf", "ctf.pkl"),
                                           ("labels", "labels.pkl"))}
     srt, perm = sorted_copy(data, root / "sorted")
-    cases = [("full shuffle", "random (as simulated)", data, None, 0),
-             ("chunked", "random (as simulated)", data, None, args.windows[0])]
-    cases += [("chunked", "sorted by state, conformation", srt, perm, w) for w in args.windows]
+    cases = [("full shuffle", "random (as simulated)", data, None, 0, seed)
+             for seed in args.seeds]
+    cases += [("chunked", "random (as simulated)", data, None, args.windows[0], 0)]
+    cases += [("chunked", "sorted by state, conformation", srt, perm, w, 0)
+              for w in args.windows]
     rows = []
-    for name, order, d, pm, w in cases:
-        out = root / f"run_{name.split()[0]}_{'sorted' if pm is not None else 'random'}_{w}"
-        r = train_and_score(d, data_dir, pm, out, args.epochs, w)
-        r.update(case=name, stack_order=order, shuffler_size=w)
+    for name, order, d, pm, w, seed in cases:
+        out = (root / f"run_{name.split()[0]}_{'sorted' if pm is not None else 'random'}_{w}"
+               f"{f'_seed{seed}' if seed else ''}")
+        r = train_and_score(d, data_dir, pm, out, args.epochs, w, seed)
+        r.update(case=name, stack_order=order, shuffler_size=w, seed=seed)
         rows.append(r)
         print(f"{name:>12} {order:>30} window {w:>5}: R^2 {r['r2']:.3f} state "
               f"{r['state_acc']:.3f} junk AUC {r['junk_auc']:.3f} ({r['train_s']:.0f} s)",
               flush=True)
     obj = {"machine": machine_info("cpu"), "sim": SIM, "net": NET, "epochs": args.epochs,
            "torch_threads": torch.get_num_threads(), "results": rows}
-    save_json(args.out, obj, rows, ["case", "stack_order", "shuffler_size", "chunk", "r2",
-                                    "state_acc", "junk_auc", "train_s"],
+    save_json(args.out, obj, rows, ["case", "stack_order", "shuffler_size", "chunk", "seed",
+                                    "r2", "state_acc", "junk_auc", "train_s"],
               title="latent accuracy: full vs chunked shuffle")
     return 0
 

@@ -216,3 +216,14 @@ def test_eval_vol_cryodrgn_form(trained, tmp_path, capsys):
                    tmp_path / "x"], "--z-start needs --z-end")
     fails(capsys, ["eval_vol", trained, "-c", trained / "config.yaml", "-z", "0", "0", "-o",
                    tmp_path / "x"], "give -c with a weights file")
+
+
+def test_train_cluster_flags_refused_clearly(tiny_dataset, tmp_path, capsys):
+    ds = tiny_dataset
+    fails(capsys, train_args(ds, tmp_path / "a", "--multigpu"), "torchrun --nproc_per_node")
+    fails(capsys, train_args(ds, tmp_path / "b", "--checkpoint-minutes", "-1"),
+          "checkpoint_minutes")
+    fails(capsys, train_args(ds, tmp_path / "c", "--shuffler-size", "-5"), "shuffler_size")
+    fails(capsys, train_args(ds, tmp_path / "d", "--launcher", "torchrun"), "start the command "
+          "with torchrun")
+    fails(capsys, train_args(ds, tmp_path / "e", "--max-threads", "0"), "--max-threads")

@@ -20,6 +20,14 @@ def _dock(viewer):
     return widget
 
 
+def _start_tiny(qtbot, w, d, out, epochs: int) -> None:
+    """Fill the dock with the tiny dataset and the tiny network, then press Start."""
+    w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
+    w.preset.setCurrentText(TINY)
+    w.epochs.setValue(epochs)
+    _click(qtbot, w.start_btn)
+
+
 def _click(qtbot, button):
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
@@ -73,12 +81,8 @@ def test_stop_in_the_first_epoch_then_resume(viewer, qtbot, tmp_path, tiny_datas
     from napari_cryodrgn.training.checkpoint import INPROGRESS, resume_point
 
     w = _dock(viewer)
-    d = tiny_dataset
     out = tmp_path / "run"
-    w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
-    w.preset.setCurrentText(TINY)
-    w.epochs.setValue(1)
-    _click(qtbot, w.start_btn)
+    _start_tiny(qtbot, w, tiny_dataset, out, 1)
     _click(qtbot, w.stop_btn)  # at once: the run stops after its first batches
     qtbot.waitUntil(lambda: not w.running, timeout=120_000)
     assert not epochs_in(out) and resume_point(out) == (out / INPROGRESS, "mid-epoch")
@@ -139,12 +143,8 @@ def test_closing_napari_stops_training_cleanly(make_napari_viewer, qtbot, tmp_pa
                                                tiny_dataset):
     viewer = make_napari_viewer(show=True)
     w = _dock(viewer)
-    d = tiny_dataset
     out = tmp_path / "run"
-    w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
-    w.preset.setCurrentText(TINY)
-    w.epochs.setValue(10_000)
-    _click(qtbot, w.start_btn)
+    _start_tiny(qtbot, w, tiny_dataset, out, 10_000)
     qtbot.waitUntil(lambda: len(epochs_in(out)) >= 1, timeout=120_000)
     run = w.run_control
     viewer.close()

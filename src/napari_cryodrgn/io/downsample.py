@@ -145,7 +145,8 @@ def default_batch_size(D: int) -> int:
 # -- writing -------------------------------------------------------------------------------------
 class _Staged:
     """Output files written under temporary names beside their final names, renamed onto them
-    together by :meth:`commit` (in the order staged) or all removed by :meth:`abort`.
+    together by :meth:`commit` (in the order staged) or all removed by :meth:`abort`; as a
+    context manager, committed when the block ends normally and aborted when it raises.
 
     Not ``atomic_write``: a .star output may stand for thousands of stacks, which are closed
     as soon as each is written but renamed only once all of them are complete."""
@@ -179,6 +180,15 @@ class _Staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         self.items = []
+
+    def __enter__(self) -> _Staged:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
 
 class _StackWriter:
@@ -375,8 +385,7 @@ def downsample_stack(
 
     batch = batch_size or default_batch_size(src.D)
     total, done = len(rows), 0
-    staged = _Staged()
-    try:
+    with _Staged() as staged:
         for path, part in plan.stacks:
             writer = _StackWriter(staged.open(path), d, new_apix)
             for imgs in _batches(src, part, d, batch, workers):
@@ -394,10 +403,6 @@ def downsample_stack(
                                     for p, _ in plan.stacks).encode())
                 f.flush()
                 os.fsync(f.fileno())
-        staged.commit()
-    except BaseException:
-        staged.abort()
-        raise
     return DownsampleResult(plan.listing or out, total, d, src.D, new_apix,
                             [p for p, _ in plan.stacks])
 
@@ -431,19 +436,13 @@ def downsample_volume(path, out, D: int, *, apix: float | None = None,
     _check_targets([out], [path], overwrite)
     vol, _ = read_mrc(path)
     small = fourier_crop_volume(vol, d)
-    staged = _Staged()
-    try:
-        with staged.open(out) as f:
-            stats = (small.min(), small.max(), small.mean(dtype=np.float64),
-                     small.std(dtype=np.float64))
-            f.write(header_bytes(small.shape, new_apix or 0.0, False, stats))
-            f.write(np.ascontiguousarray(small, dtype="<f4").data)
-            f.flush()
-            os.fsync(f.fileno())
-        staged.commit()
-    except BaseException:
-        staged.abort()
-        raise
+    with _Staged() as staged, staged.open(out) as f:
+        stats = (small.min(), small.max(), small.mean(dtype=np.float64),
+                 small.std(dtype=np.float64))
+        f.write(header_bytes(small.shape, new_apix or 0.0, False, stats))
+        f.write(np.ascontiguousarray(small, dtype="<f4").data)
+        f.flush()
+        os.fsync(f.fileno())
     return DownsampleResult(out, 1, d, nx, new_apix, [out])
 
 

@@ -125,10 +125,12 @@ _END = object()
 
 class BatchStream:
     """Iterate ``(j, rows, images)`` over this rank's batches ``start..`` of an epoch, read
-    ahead by a background thread (positioned reads release the GIL, so reading overlaps the
-    training step). ``pin=True`` returns page-locked tensors for non-blocking copies to a GPU.
-    An error while reading is raised in the consuming thread; :meth:`close` (or leaving a
-    ``with`` block) stops the reader.
+    ahead by background threads (positioned reads release the GIL, so reading overlaps the
+    training step): in the chunked shuffle one thread reads whole windows and another cuts
+    them into batches, so the training thread only takes finished batches off a queue.
+    ``pin=True`` returns page-locked tensors for non-blocking copies to a GPU. An error while
+    reading is raised in the consuming thread; :meth:`close` (or leaving a ``with`` block)
+    stops the threads.
     """
 
     def __init__(self, data, plan: EpochPlan, rank: int = 0, world: int = 1, start: int = 0,
@@ -136,29 +138,32 @@ class BatchStream:
         self.data, self.plan, self.rank, self.world = data, plan, rank, world
         self.start, self.pin = start, pin
         self._stop = threading.Event()
-        depth = 1 if plan.windows is not None else max(1, prefetch)
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        target = self._read_windows if plan.windows is not None else self._read_batches
-        self._thread = threading.Thread(target=self._guard, args=(target,), daemon=True,
-                                        name="cryodrgn-reader")
-        self._thread.start()
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        jobs = [(self._read_batches, self._q)]
+        if plan.windows is not None:
+            self._wq: queue.Queue = queue.Queue(maxsize=1)
+            jobs = [(self._read_windows, self._wq), (self._cut_windows, self._q)]
+        self._threads = [threading.Thread(target=self._guard, args=job, daemon=True,
+                                          name="cryodrgn-reader") for job in jobs]
+        for t in self._threads:
+            t.start()
 
-    # -- reader thread ---------------------------------------------------------------------
-    def _put(self, item) -> bool:
+    # -- background threads ----------------------------------------------------------------
+    def _put(self, q: queue.Queue, item) -> bool:
         while not self._stop.is_set():
             try:
-                self._q.put(item, timeout=0.1)
+                q.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def _guard(self, target) -> None:
+    def _guard(self, target, q: queue.Queue) -> None:
         try:
             target()
-            self._put(_END)
+            self._put(q, _END)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            self._put(e)
+            self._put(q, e)
 
     def _tensor(self, imgs: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(imgs)
@@ -170,7 +175,7 @@ class BatchStream:
             srt = np.argsort(rows, kind="stable")
             imgs = np.empty((len(rows), self.data.D, self.data.D), np.float32)
             imgs[srt] = self.data.images(rows[srt])
-            if not self._put((j, rows, self._tensor(imgs))):
+            if not self._put(self._q, (j, rows, self._tensor(imgs))):
                 return
 
     def _read_windows(self) -> None:
@@ -178,27 +183,23 @@ class BatchStream:
         first = int(np.searchsorted(w_edges, self.plan.batch_start(self.start), side="right")) - 1
         for w in range(max(first, 0), len(w_edges) - 1):
             rows = np.sort(self.plan.order[w_edges[w] : w_edges[w + 1]])
-            if not self._put((w, _Window(rows, self.data.images(rows)))):
+            if not self._put(self._wq, (w, _Window(rows, self.data.images(rows)))):
                 return
 
-    # -- consumer --------------------------------------------------------------------------
-    def _get(self):
-        item = self._q.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def _next_window(self):
+        while not self._stop.is_set():
+            try:
+                item = self._wq.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            if item is _END:
+                raise RuntimeError("reader stopped before the epoch's last window")
+            return item
+        return None
 
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
-        try:
-            if self.plan.windows is None:
-                while (item := self._get()) is not _END:
-                    yield item
-                return
-            yield from self._iter_windows()
-        finally:
-            self.close()
-
-    def _iter_windows(self):
+    def _cut_windows(self) -> None:
         edges = self.plan.windows
         held: dict[int, _Window] = {}
         for j in range(self.start, self.plan.n_batches):
@@ -210,26 +211,43 @@ class BatchStream:
                 if w < need[0]:
                     del held[w]
             while need[-1] not in held:
-                item = self._get()
-                if item is _END:
-                    raise RuntimeError("reader stopped before the epoch's last window")
+                item = self._next_window()
+                if item is None:
+                    return
                 held[item[0]] = item[1]
             imgs = np.empty((len(rows), self.data.D, self.data.D), np.float32)
             for w in need:
                 win = held[w]
                 mask = np.isin(rows, win.rows, assume_unique=True)
                 imgs[mask] = win.take(rows[mask])
-            yield j, rows, self._tensor(imgs)
+            if not self._put(self._q, (j, rows, self._tensor(imgs))):
+                return
+
+    # -- consumer --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, torch.Tensor]]:
+        try:
+            while True:
+                item = self._q.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is _END:
+                    return
+                yield item
+        finally:
+            self.close()
 
     def close(self) -> None:
         self._stop.set()
-        while True:  # unblock a reader waiting on a full queue
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=10)
+        queues = [self._q] + ([self._wq] if self.plan.windows is not None else [])
+        for q in queues:  # unblock threads waiting on a full queue
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+        for t in self._threads:
+            if t.is_alive() and threading.current_thread() is not t:
+                t.join(timeout=10)
 
     def __enter__(self) -> BatchStream:
         return self
