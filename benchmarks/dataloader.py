@@ -48,23 +48,20 @@ def ram_bytes() -> int:
 
 def make_stack(path: Path, n: int, D: int) -> None:
     """A float32 .mrcs of ``n`` noise images, streamed from a 256 MiB pool at shifting offsets."""
-    from napari_cryodrgn.io.mrc import header_bytes
+    from napari_cryodrgn.io.mrc import StackWriter
 
     if path.exists() and path.stat().st_size == 1024 + n * D * D * 4:
         return
     rng = np.random.default_rng(0)
     per = D * D
     pool = rng.standard_normal(64 * 2**20, dtype=np.float32)  # 256 MiB
-    tmp = path.with_suffix(".tmp")
     t0 = time.perf_counter()
-    with open(tmp, "wb") as f:
-        f.write(header_bytes((n, D, D), 1.0, True, (-5.0, 5.0, 0.0, 1.0)))
+    with StackWriter(path, n, D, 1.0) as w:
         step = 1024
         for s in range(0, n, step):
             k = min(step, n - s)
             off = (s * 7919 * per) % (pool.size - k * per)
-            f.write(pool[off : off + k * per].tobytes())
-    os.replace(tmp, path)
+            w.write(pool[off : off + k * per].reshape(k, D, D))
     print(f"wrote {path} ({n * per * 4 / 2**30:.1f} GiB) in {time.perf_counter() - t0:.0f} s")
 
 

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import WORK, drop_cache, find_cryodrgn, machine_info, save_json  # noqa: E402
 
-from napari_cryodrgn.io.mrc import HEADER_BYTES, header_bytes  # noqa: E402
+from napari_cryodrgn.io.mrc import HEADER_BYTES, StackWriter  # noqa: E402
 
 
 def write_stack(path: Path, n: int, D: int, apix: float = 1.1, block: int = 1000) -> float:
@@ -40,15 +40,10 @@ def write_stack(path: Path, n: int, D: int, apix: float = 1.1, block: int = 1000
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     base = rng.normal(size=(min(block, n), D, D)).astype(np.float32)
-    with open(path, "wb") as f:
-        f.write(b"\0" * HEADER_BYTES)
+    with StackWriter(path, n, D, apix) as w:
         for i, s in enumerate(range(0, n, block)):
             k = min(block, n - s)
-            f.write((base[:k] * np.float32(1 + 0.01 * i) + np.float32(i)).tobytes())
-        f.seek(0)
-        f.write(header_bytes((n, D, D), apix, True, None))
-        f.flush()
-        os.fsync(f.fileno())
+            w.write(base[:k] * np.float32(1 + 0.01 * i) + np.float32(i))
     return time.perf_counter() - t0
 
 

@@ -1,12 +1,13 @@
 import sys
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pytest
 
 from napari_cryodrgn.errors import InputError
 from napari_cryodrgn.io.cs import write_particles_cs
-from napari_cryodrgn.io.mrc import HEADER_BYTES, _header_bytes, write_mrc
+from napari_cryodrgn.io.mrc import write_mrc
 from napari_cryodrgn.io.particles import open_particles
 
 
@@ -49,11 +50,8 @@ def test_lazy_stack_reads_only_what_is_asked(tmp_path):
     # RSS stays flat after reading every image once (no mapped pages kept)
     n, D = 4096, 128
     path = tmp_path / "big.mrcs"
-    head = bytearray(_header_bytes(np.zeros((1, D, D), np.float32), 1.0, True))
-    head[8:12] = np.int32(n).tobytes()  # nz
-    with open(path, "wb") as f:
-        f.write(head)
-        f.truncate(HEADER_BYTES + n * D * D * 4)
+    with mrcfile.new_mmap(path, shape=(n, D, D), mrc_mode=2) as mrc:  # sparse: nothing written
+        mrc.set_image_stack()
     before = _rss_bytes()
     src = open_particles(path)
     imgs = src.images(np.array([0, n - 1]))

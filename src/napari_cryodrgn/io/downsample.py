@@ -34,7 +34,6 @@ import contextlib
 import logging
 import os
 import re
-import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -47,7 +46,7 @@ from ..errors import InputError
 from ..geometry.transforms import ht_center
 from .atomic import check_writable_dir
 from .index import load_index
-from .mrc import HEADER_BYTES, header_bytes, read_mrc, read_mrc_header
+from .mrc import StackWriter, read_mrc, read_mrc_header, temp_name, write_mrc
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +154,14 @@ class _Staged:
         self.items: list[tuple[Path, Path]] = []
         self.files: list = []
 
+    def path(self, final: Path) -> Path:
+        """The temporary name to write ``final`` under (moved onto it at commit)."""
+        tmp = temp_name(final)
+        self.items.append((tmp, final))
+        return tmp
+
     def open(self, final: Path):
-        tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+        tmp = temp_name(final)
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except OSError as e:
@@ -189,36 +194,6 @@ class _Staged:
             self.commit()
         else:
             self.abort()
-
-
-class _StackWriter:
-    """A float32 .mrcs streamed to an open file: a placeholder header, the images, then the
-    header with the size and statistics (min, max, mean, rms) once all are written."""
-
-    def __init__(self, f, d: int, apix: float | None):
-        self.f, self.d, self.apix = f, d, apix
-        self.n, self.lo, self.hi, self.s1, self.s2 = 0, np.inf, -np.inf, 0.0, 0.0
-        f.write(b"\0" * HEADER_BYTES)
-
-    def write(self, imgs: np.ndarray) -> None:
-        self.n += len(imgs)
-        self.lo, self.hi = min(self.lo, float(imgs.min())), max(self.hi, float(imgs.max()))
-        self.s1 += float(imgs.sum(dtype=np.float64))
-        self.s2 += float(np.square(imgs, dtype=np.float64).sum())
-        self.f.write(np.ascontiguousarray(imgs, dtype="<f4").data)
-
-    def close(self) -> None:
-        count = max(self.n * self.d * self.d, 1)
-        mean = self.s1 / count
-        rms = float(np.sqrt(max(self.s2 / count - mean * mean, 0.0)))
-        self.f.flush()
-        self.f.seek(0)
-        # apix 0 writes an empty cell: "pixel size unknown", as the input said
-        self.f.write(header_bytes((self.n, self.d, self.d), self.apix or 0.0, True,
-                                  (self.lo, self.hi, mean, rms)))
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
 
 
 def _batches(src, rows: np.ndarray, d: int, batch: int, workers: int):
@@ -387,13 +362,13 @@ def downsample_stack(
     total, done = len(rows), 0
     with _Staged() as staged:
         for path, part in plan.stacks:
-            writer = _StackWriter(staged.open(path), d, new_apix)
-            for imgs in _batches(src, part, d, batch, workers):
-                writer.write(imgs)
-                done += len(imgs)
-                if progress is not None:
-                    progress(done, total)
-            writer.close()
+            # apix None records an empty cell: "pixel size unknown", as the input said
+            with StackWriter(staged.path(path), len(part), d, new_apix, atomic=False) as w:
+                for imgs in _batches(src, part, d, batch, workers):
+                    w.write(imgs)
+                    done += len(imgs)
+                    if progress is not None:
+                        progress(done, total)
         if plan.listing is not None:
             with staged.open(plan.listing) as f:
                 if star_edit is not None:
@@ -436,13 +411,8 @@ def downsample_volume(path, out, D: int, *, apix: float | None = None,
     _check_targets([out], [path], overwrite)
     vol, _ = read_mrc(path)
     small = fourier_crop_volume(vol, d)
-    with _Staged() as staged, staged.open(out) as f:
-        stats = (small.min(), small.max(), small.mean(dtype=np.float64),
-                 small.std(dtype=np.float64))
-        f.write(header_bytes(small.shape, new_apix or 0.0, False, stats))
-        f.write(np.ascontiguousarray(small, dtype="<f4").data)
-        f.flush()
-        os.fsync(f.fileno())
+    with _Staged() as staged:
+        write_mrc(staged.path(out), small, new_apix, stack=False, atomic=False)
     return DownsampleResult(out, 1, d, nx, new_apix, [out])
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import InputError
 from .atomic import atomic_write
 from .cs import read_cs
-from .mrc import HEADER_BYTES, header_bytes
+from .mrc import StackWriter
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +173,9 @@ def write_mrcs_subset(source, rows, out, apix: float | None = None, name=None,
     """Stream the images ``rows`` of ``source`` (a ParticleSource or a particle file) into a
     float32 .mrcs stack ``out``, ``chunk`` images at a time; returns the count written.
 
-    ``apix`` defaults to the source's pixel size (1.0, with a warning, when it has none).
-    ``progress(done, total)`` is called after each chunk."""
+    ``apix`` defaults to the source's pixel size; when neither gives one the stack records
+    none (an empty cell), never a guess. ``progress(done, total)`` is called after each
+    chunk."""
     from .particles import ParticleSource, open_particles
 
     src = source if isinstance(source, ParticleSource) else open_particles(source)
@@ -183,26 +184,12 @@ def write_mrcs_subset(source, rows, out, apix: float | None = None, name=None,
     if apix is None:
         apix = src.apix
     if apix is None:
-        log.warning("%s: pixel size unknown; %s gets 1.0 A (pass the pixel size to set it)",
-                    src.path, out)
-        apix = 1.0
-    if not (np.isfinite(apix) and apix > 0):
-        raise InputError(f"Cannot write {out}: pixel size {apix} must be positive")
-    n, D = len(sel), src.D
-    lo, hi, total, total2 = np.inf, -np.inf, 0.0, 0.0
-    with atomic_write(out, "wb") as f:
-        f.write(b"\0" * HEADER_BYTES)
+        log.warning("%s gives no pixel size, so %s records none (pass the pixel size to set "
+                    "it)", src.path, out)
+    n = len(sel)
+    with StackWriter(out, n, src.D, apix) as w:
         for s in range(0, n, chunk):
-            imgs = src.images(sel[s : s + chunk])
-            lo, hi = min(lo, float(imgs.min())), max(hi, float(imgs.max()))
-            total += float(imgs.sum(dtype=np.float64))
-            total2 += float(np.square(imgs, dtype=np.float64).sum())
-            f.write(np.ascontiguousarray(imgs, dtype="<f4").data)
+            w.write(src.images(sel[s : s + chunk]))
             if progress is not None:
                 progress(min(s + chunk, n), n)
-        count = n * D * D
-        mean = total / count
-        rms = float(np.sqrt(max(total2 / count - mean * mean, 0.0)))
-        f.seek(0)
-        f.write(header_bytes((n, D, D), float(apix), True, (lo, hi, mean, rms)))
     return n
