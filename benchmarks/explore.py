@@ -54,12 +54,12 @@ def million_run(src: Path, folder: Path, n: int) -> Path:
     """``src``'s config and last weights beside ``n`` synthetic latents (epoch 1)."""
     import pickle
 
-    from napari_cryodrgn.training.checkpoint import resolve_weights
+    from napari_cryodrgn.io.runfolder import RunFolder
 
     out = folder / f"run_{n}"
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / "config.yaml", out / "config.yaml")
-    w, _ = resolve_weights(src)
+    w, _ = RunFolder.open(src).weights()
     shutil.copy(w, out / "weights.1.pkl")
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 2, size=(6, 8))

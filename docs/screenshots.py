@@ -71,8 +71,8 @@ def main() -> int:
     viewer.layers.selection.active = viewer.layers["simulated particles"]
     out = Path(tempfile.mkdtemp()) / "run"
     t.set_inputs(outdir=out)
-    t.preset.setCurrentText("tiny, for a quick look (64 x 2)")
-    t.epochs.setValue(3)
+    t.form.preset.value = "tiny, for a quick look (64 x 2)"
+    t.form["num_epochs"].value = 3
     viewer.dims.ndisplay = 2
     t.start_btn.click()
     wait(lambda: (out / "weights.2.pkl").exists(), timeout=600)

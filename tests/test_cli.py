@@ -1,13 +1,14 @@
 """The command line: each user error prints one clear line and exits non-zero."""
 
 import pickle
+import re
 
 import mrcfile
 import numpy as np
 import pytest
 
 from napari_cryodrgn.cli import main
-from napari_cryodrgn.io.mrc import read_mrc
+from napari_cryodrgn.io.mrc import read_mrc, write_mrc
 from napari_cryodrgn.io.safepickle import load_pickle
 
 NET = ["--enc-dim", "32", "--enc-layers", "1", "--dec-dim", "32", "--dec-layers", "1",
@@ -88,11 +89,10 @@ def test_odd_and_non_square_boxes(tiny_dataset, tmp_path, capsys):
 
 
 def test_nan_pixels(tiny_dataset, tmp_path, capsys):
-    stack, _ = read_mrc(tiny_dataset["particles"])
+    stack, apix = read_mrc(tiny_dataset["particles"])
     stack[7, 3, 3] = np.nan
     p = tmp_path / "nan.mrcs"
-    with mrcfile.new(p) as m:
-        m.set_data(stack)
+    write_mrc(p, stack, apix)
     fails(capsys, train_args(tiny_dataset, tmp_path / "o", particles=p), "nan.mrcs")
     assert not (tmp_path / "o" / "weights.1.pkl").exists()
 
@@ -227,3 +227,14 @@ def test_train_cluster_flags_refused_clearly(tiny_dataset, tmp_path, capsys):
     fails(capsys, train_args(ds, tmp_path / "d", "--launcher", "torchrun"), "start the command "
           "with torchrun")
     fails(capsys, train_args(ds, tmp_path / "e", "--max-threads", "0"), "--max-threads")
+
+
+def test_progress_bar_shows_the_trainers_rate(tiny_dataset, tmp_path, capsys):
+    # tqdm's own rate, from the first update of the bar made at each epoch, showed absurd
+    # numbers; the bar shows the trainer's images/s (images over the run's time) instead
+    args = [a for a in train_args(tiny_dataset, tmp_path / "o") if a != "-q"]
+    assert main([*args, "-n", "2"]) == 0
+    err = capsys.readouterr().err
+    rates = [float(r) for r in re.findall(r"([0-9.]+) images/s", err)]
+    assert rates and "img/s" not in err and "it/s" not in err
+    assert max(rates) < 1e6, rates

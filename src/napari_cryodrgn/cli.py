@@ -33,77 +33,11 @@ def _add_simulate(sub):
 
 
 def _add_train(sub):
+    from .training.settings import add_arguments
+
     p = sub.add_parser("train", aliases=["train_vae"],
                        help="train the heterogeneity VAE (cryoDRGN train_vae flags)")
-    p.add_argument("particles", help=".mrcs/.mrc stack, .star, .cs or .txt list of stacks")
-    p.add_argument("--poses", required=True, help="pose .pkl, .star or .cs")
-    p.add_argument("--ctf", help="CTF .pkl, .star or .cs")
-    p.add_argument("-o", "--outdir", required=True, type=Path)
-    p.add_argument("--zdim", type=int, required=True, help="latent dimension (8 is typical)")
-    p.add_argument("-n", "--num-epochs", type=int, default=20)
-    p.add_argument("-b", "--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--wd", type=float, default=0.0, help="weight decay")
-    p.add_argument("--beta", type=float, help="KL weight (default 1/zdim)")
-    p.add_argument("--enc-dim", dest="qdim", type=int, default=1024)
-    p.add_argument("--enc-layers", dest="qlayers", type=int, default=3)
-    p.add_argument("--dec-dim", dest="pdim", type=int, default=1024)
-    p.add_argument("--dec-layers", dest="players", type=int, default=3)
-    p.add_argument("--encode-mode", choices=["resid", "mlp"], default="resid")
-    p.add_argument("--enc-mask", type=int, help="encoder mask radius (default D/2; -1 none)")
-    p.add_argument("--enc-input", choices=["image", "residual"], default="image",
-                   help="encoder input: the image (cryoDRGN) or its difference from the "
-                   "model's projection at z = 0")
-    p.add_argument("--no-enc-inplane", dest="enc_inplane", action="store_false",
-                   help="feed the encoder images as they are (cryoDRGN) instead of turned to a "
-                   "canonical in-plane angle using the known pose")
-    p.add_argument("--refine-steps", type=int, default=0,
-                   help="per-batch gradient steps on each latent through the decoder")
-    p.add_argument("--refine-step", type=float, default=0.5, help="latent step length")
-    p.add_argument("--pe-type", default="gaussian",
-                   choices=["gaussian", "geom_lowf", "geom_ft", "geom_full", "geom_nohighf",
-                            "linear_lowf"])
-    p.add_argument("--pe-dim", type=int, help="frequencies per axis (default D/2)")
-    p.add_argument("--feat-sigma", type=float, default=0.5)
-    p.add_argument("--domain", choices=["fourier", "hartley"], default="fourier")
-    p.add_argument("--activation", choices=["relu", "leaky_relu"], default="relu")
-    p.add_argument("--ind", help="index .pkl selecting particles")
-    p.add_argument("--datadir", help="folder that relative stack paths in .star/.cs resolve to")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--load", help="weights.N.pkl to resume from, or 'latest' (the newest "
-                   "checkpoint, mid-epoch ones included; a folder without any starts afresh)")
-    p.add_argument("--checkpoint", type=int, default=1, help="save every N epochs")
-    p.add_argument("--checkpoint-minutes", type=float, default=30.0,
-                   help="also save the position inside an epoch every M minutes "
-                   "(checkpoint.inprogress.pkl; 0: never); SIGUSR1 saves it at once, SIGTERM "
-                   "saves it and stops (default 30)")
-    p.add_argument("--uninvert-data", dest="invert_data", action="store_false",
-                   help="do not sign-invert the images")
-    p.add_argument("--no-window", dest="window", action="store_false")
-    p.add_argument("--window-r", type=float, default=0.85)
-    p.add_argument("--Apix", type=float, help="pixel size check/override in Angstrom")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--shuffler-size", type=int,
-                   help="chunked shuffle for stacks larger than RAM: contiguous chunks in random "
-                   "order, images shuffled within windows of this many particles (0: shuffle "
-                   "the whole epoch; default: chunked only when the stack exceeds half the RAM)")
-    p.add_argument("--prefetch", type=int, default=4, help="batches read ahead (default 4)")
-    p.add_argument("--launcher", default="auto", choices=["auto", "torchrun", "slurm", "none"],
-                   help="how the processes of a multi-GPU run were started: auto (torchrun's "
-                   "environment when present), slurm (srun without torchrun), none")
-    p.add_argument("--multigpu", action="store_true",
-                   help="cryoDRGN's flag: here, start one process per GPU with torchrun instead")
-    p.add_argument("--no-amp", dest="no_amp", action="store_true",
-                   help="cryoDRGN's flag: same as --precision fp32")
-    p.add_argument("--max-threads", type=int, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--num-workers", type=int, help="accepted for cryoDRGN compatibility; one "
-                   "background reader prefetches the batches")
-    p.add_argument("--lazy", action="store_true", help="accepted for cryoDRGN compatibility; "
-                   "stacks are always read lazily (never loaded whole)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="allow writing into a folder that already holds a run")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_arguments(p)  # made from the training settings' declaration (training/settings.py)
     p.set_defaults(func=cmd_train)
 
 
@@ -194,8 +128,15 @@ def _add_select(sub):
     p.add_argument("workdir", type=Path, help="training folder (ours or cryoDRGN's)")
     p.add_argument("--epoch", type=int, help="epoch whose latents to use (default: latest)")
     p.add_argument("--kmeans", type=int, metavar="K",
-                   help="number of k-means clusters (default 20; the labels of "
-                   "analyze.N/kmeansK/ when that exists, else computed)")
+                   help="number of k-means clusters (default 20)")
+    p.add_argument("--kmeans-seed", type=int, default=0, metavar="S",
+                   help="k-means seed (default 0, the Explore dock's)")
+    p.add_argument("--kmeans-from", choices=["explorer", "analyze"], default="explorer",
+                   help="explorer (default): k-means on the epoch's latents as the Explore "
+                   "dock's Clusters tool computes it, so the same K and seed select the same "
+                   "particles; analyze: the labels in WORKDIR/analyze.N/kmeansK/labels.pkl, "
+                   "made by that analysis's own run (its --seed, or cryoDRGN's k-means), whose "
+                   "cluster numbers may differ")
     p.add_argument("--kmeans-labels", type=int, nargs="+", metavar="L",
                    help="k-means clusters to select (0-based)")
     p.add_argument("--polygon", type=Path, metavar="FILE", help="lasso polygon file (x y per "
@@ -205,6 +146,9 @@ def _add_select(sub):
                    "pca:i,j or z:i,j (0-based dimensions)")
     p.add_argument("--saved", action="store_true",
                    help="add the explorer's saved selection (WORKDIR/explore/selection.npy)")
+    p.add_argument("--ind", type=Path, metavar="RUN_IND.pkl",
+                   help="the index file the run was trained with (its --ind), when the one "
+                   "config.yaml records is not found, e.g. after moving the run folder")
     p.add_argument("--invert", action="store_true", help="keep the particles not selected")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="IND.pkl",
                    help="index pickle to write (IND_inverse.pkl is written beside it)")
@@ -582,7 +526,9 @@ def cmd_select(args) -> int:
 
     res = select_particles(args.workdir, epoch=args.epoch, kmeans=args.kmeans,
                            kmeans_labels=args.kmeans_labels, polygon=args.polygon,
-                           space=args.space, invert=args.invert, saved=args.saved)
+                           space=args.space, invert=args.invert, saved=args.saved,
+                           ind=args.ind, kmeans_seed=args.kmeans_seed,
+                           kmeans_from=args.kmeans_from)
     for note in res.notes:
         print(note)
     path, inv = save_selected(res, args.out, overwrite=args.overwrite)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from .analysis.groundtruth import Truth, latent_for, latent_scores, map_scores
@@ -11,10 +12,14 @@ from .io.atomic import atomic_write
 from .io.mrc import write_mrc
 from .model.load import load_run
 from .simulate.dataset import SimConfig, write_dataset
-from .training.api import make_trainer
+from .training.api import trainer_for
 from .training.checkpoint import load_z
+from .training.settings import TrainSettings
 
-DEMO_NET = dict(qdim=128, qlayers=2, pdim=128, players=2, batch_size=8, lr=1e-3)
+#: The demo's training settings: the declared defaults with a small network and batch (the
+#: inputs, output folder, zdim and epochs are filled in by :func:`run_demo`).
+DEMO_SETTINGS = TrainSettings(qdim=128, qlayers=2, pdim=128, players=2, batch_size=8, lr=1e-3,
+                              seed=0)
 
 
 def run_demo(outdir, n: int = 8000, D: int = 32, epochs: int = 12, zdim: int = 8,
@@ -35,9 +40,10 @@ def run_demo(outdir, n: int = 8000, D: int = 32, epochs: int = 12, zdim: int = 8
         log(f"simulating {n} particles (D={D}, SNR {snr:g}, 10% junk) into {data_dir}")
         write_dataset(data_dir, SimConfig(n=n, D=D, apix=192.0 / D, snr=snr, junk=0.1,
                                           seed=seed))
-    trainer = make_trainer(data_dir / "particles.mrcs", data_dir / "poses.pkl", run_dir, zdim,
-                           ctf=data_dir / "ctf.pkl", num_epochs=epochs, seed=0,
-                           overwrite=overwrite, **DEMO_NET)
+    settings = replace(DEMO_SETTINGS, particles=str(data_dir / "particles.mrcs"),
+                       poses=str(data_dir / "poses.pkl"), ctf=str(data_dir / "ctf.pkl"),
+                       outdir=str(run_dir), zdim=zdim, num_epochs=epochs)
+    trainer = trainer_for(settings, overwrite=overwrite)
     for ev in trainer.run():
         if ev.kind == "start":
             log(f"training on {ev.message}")

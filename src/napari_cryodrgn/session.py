@@ -11,13 +11,12 @@ Opening and run facts::
     s.workdir, s.epoch, s.epochs            # epoch None = the final z.pkl; epochs with latents
     s.z (N, zdim) float32 z_mu, s.z_logvar, s.n, s.zdim, s.D (image box), s.apix (or None),
     s.config, s.particle_ind (original-stack index of each row: the run's --ind, else 0..N-1)
-    s.set_epoch(epoch)                      # reloads z; emits "epoch", then "embedding",
-                                            # "colouring" and "paths" (paths are cleared)
+    s.set_epoch(epoch)                      # reloads z; clears the paths; events.epoch
 
 Views ("spaces"): ``"pca"`` (= ``"pca:0,1"``; ``"pca:i,j"`` any two PCs, 0-based),
 ``"umap"``, ``"z:i,j"`` (two latent dimensions, 0-based)::
 
-    s.space = "umap"                        # the current view; emits "embedding"
+    s.space = "umap"                        # the current view; events.space
     s.spaces()                              # names to offer (every "z:i,j" is accepted)
     s.umap_ready() -> bool                  # UMAP in memory or cached (else slow: a worker)
     s.embedding(space=None) -> (N, 2) float32     # cached; UMAP computed lazily (see below)
@@ -37,7 +36,7 @@ and cached there (minutes for 1M particles: call ``embedding("umap")`` in a work
 
 Colourings (per-particle values, ``(N,)`` float32)::
 
-    s.colour_by = "kmeans"                  # the current colouring; emits "colouring"
+    s.colour_by = "kmeans"                  # the current colouring; events.colour_by
     s.colouring_names() -> list[str]
     s.colouring(name, space=None) -> (N,) float32
     s.colourings(space=None) -> Mapping name -> (N,) array, computed on first access
@@ -57,14 +56,15 @@ particle the first time (cached in the session and in ``WORKDIR/explore/loss.{ep
 
 k-means::
 
-    s.k = 20                                # the k of the "kmeans" colouring; emits "colouring"
+    s.k = 20                                # the k of the "kmeans" colouring; events.k
     s.kmeans(k=None, seed=0) -> (labels (N,), centers_ind (k,))   # cached
     s.kmeans_result(k=None, seed=0) -> KMeansResult (labels, centers_ind, centers, means)
 
-Selection (a bool mask over particles; every change emits "selection" and is saved to
-``WORKDIR/explore/selection.npy``, restored by the next ``open``)::
+Selection (a :class:`..selection.Selection`: a bool mask over particles, undo; every change
+emits ``s.selection.changed(count, mode)`` and is saved to ``WORKDIR/explore/selection.npy``,
+restored by the next ``open``)::
 
-    s.selection -> (N,) bool (read-only view); s.n_selected
+    s.selection.mask -> (N,) bool (read-only view); s.n_selected
     s.select(mask_or_indices, mode="replace")   # modes: replace, add, subtract, intersect
     s.select_polygon(space, polygon, mode="replace") -> number selected
     s.select_rect(space, corner0, corner1, mode="replace")
@@ -74,9 +74,9 @@ Selection (a bool mask over particles; every change emits "selection" and is sav
     s.save_selection(path) -> (path, inverse path)   # cryoDRGN index .pkl, original numbering
 
 Paths (named latent point series; each a :class:`LatentPath` with ``z`` (M, zdim),
-``indices`` (particle indices or None), ``kind``; every change emits "paths")::
+``indices`` (particle indices or None), ``kind``)::
 
-    s.paths -> dict name -> LatentPath
+    s.paths -> psygnal EventedDict name -> LatentPath (s.paths.events: added, changed, removed)
     s.add_path(name, z, indices=None, kind="custom") -> LatentPath
     s.remove_path(name); s.clear_paths()
     s.pc_traversal(pc=1, n=10, lo=5, hi=95, add=True)        # name "pc1"
@@ -91,27 +91,27 @@ Maps::
     s.decoder(precision="auto", device="auto") -> VolumeDecoder   # built once, cached
     s.decode(z) -> (D, D, D) float32 map (voxel size s.apix)
 
-Events: ``s.events.connect(name, callback)``, ``disconnect(name, callback=None)``,
-``emit(name, **kw)``, ``with s.events.blocked(): ...``. Names: "epoch", "embedding",
-"colouring", "selection", "paths". A callback receives one :class:`Event` with ``type``,
-``source`` (the session) and the keyword values (selection: ``count``, ``mode``; paths:
-``action`` ('added', 'removed', 'cleared'), ``name``; embedding: ``space``; colouring:
-``name``; epoch: ``epoch``). Events fire in the thread that made the change: change state from
-the GUI thread; the compute-only calls (embedding, colouring, kmeans, graph paths with
-``add=False``, decode) are safe in worker threads.
+Events (psygnal, napari's own event library; each fires only when its value changes):
+``s.events.epoch(epoch)``, ``s.events.space(space)``, ``s.events.colour_by(name)``,
+``s.events.k(k)``, ``s.events.colourings()`` (the colourings on offer changed), plus
+``s.selection.changed(count, mode)`` and ``s.paths.events``. Signals are emitted in the thread
+that made the change; a GUI connects with ``connect(callback, thread="main")`` so that changes
+made in a worker (or a notebook's kernel thread) reach it in the GUI thread. The compute-only
+calls (embedding, colouring, kmeans, graph paths with ``add=False``, decode) are safe in
+worker threads.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from psygnal import Signal, SignalGroup
+from psygnal.containers import EventedDict
 
 from .analysis import select as _select
 from .analysis.cluster import KMeansResult
@@ -124,85 +124,29 @@ from .analysis.embed import (
     read_umap,
     umap_available,
 )
-from .analysis.latents import STATE_DIR, Latents, load_latents, umap_cache_paths, z_epochs
 from .analysis.metadata import dataset_meta
 from .analysis.particle_loss import cached_losses, particle_losses, particles_available
 from .analysis.traverse import graph_path as _graph_path
 from .analysis.traverse import neighbour_graph, pc_traversal, resample_polyline
 from .errors import InputError
-from .io.atomic import atomic_write
+from .io.runfolder import Latents, RunFolder
+from .selection import Selection
 
 log = logging.getLogger(__name__)
 
-EVENT_NAMES = ("epoch", "embedding", "colouring", "selection", "paths")
-MODES = ("replace", "add", "subtract", "intersect")
-UNDO_DEPTH = 100
 
 
 # -- events -----------------------------------------------------------------------------------
-class Event:
-    """What a callback receives: ``type`` (the event name), ``source`` and keyword values."""
+class SessionEvents(SignalGroup):
+    """The Session's own signals (psygnal); each fires only when its value changes. The
+    selection (``Session.selection.changed``) and the paths (``Session.paths.events``: added,
+    changed, removed) have theirs."""
 
-    def __init__(self, type: str, source, /, **kw):
-        self.type = type
-        self.source = source
-        self.__dict__.update(kw)
-
-    def __repr__(self) -> str:
-        kw = {k: v for k, v in self.__dict__.items() if k not in ("type", "source")}
-        return f"Event({self.type!r}, {kw})"
-
-
-class Events:
-    """A tiny signal hub: named events, callbacks called in connection order."""
-
-    def __init__(self, source, names=EVENT_NAMES):
-        self._source = source
-        self._callbacks: dict[str, list[Callable]] = {n: [] for n in names}
-        self._blocked = 0
-
-    def _check(self, name: str) -> None:
-        if name not in self._callbacks:
-            raise ValueError(f"unknown event {name!r}; events are {list(self._callbacks)}")
-
-    def connect(self, name: str, callback: Callable) -> Callable:
-        """Call ``callback(event)`` on each ``name`` event; returns the callback."""
-        self._check(name)
-        self._callbacks[name].append(callback)
-        return callback
-
-    def disconnect(self, name: str, callback: Callable | None = None) -> None:
-        """Remove one callback (or all of ``name`` when None); unknown callbacks are ignored."""
-        self._check(name)
-        if callback is None:
-            self._callbacks[name].clear()
-        else:
-            self._callbacks[name] = [c for c in self._callbacks[name] if c != callback]
-
-    @contextlib.contextmanager
-    def blocked(self) -> Iterator[None]:
-        """No events are emitted inside this block."""
-        self._blocked += 1
-        try:
-            yield
-        finally:
-            self._blocked -= 1
-
-    def emit(self, event: str, /, **kw) -> None:
-        """Call every callback of ``event``; the first exception is re-raised after all ran."""
-        self._check(event)
-        if self._blocked:
-            return
-        ev = Event(event, self._source, **kw)
-        first = None
-        for cb in list(self._callbacks[event]):
-            try:
-                cb(ev)
-            except Exception as e:  # one broken listener must not starve the others
-                log.exception("callback %r for event %r failed", cb, event)
-                first = first or e
-        if first is not None:
-            raise first
+    epoch = Signal(object)  # the epoch whose latents are loaded (int, or None: z.pkl)
+    space = Signal(str)  # the view shown
+    colour_by = Signal(str)  # the colouring shown
+    k = Signal(int)  # the k of the "kmeans" colouring
+    colourings = Signal()  # the colourings on offer changed (e.g. an index file located)
 
 
 # -- paths ------------------------------------------------------------------------------------
@@ -255,8 +199,9 @@ class _Colourings(Mapping):
 class Session:
     """See the module docstring for the API."""
 
-    def __init__(self, latents: Latents, run=None, autosave: bool = True):
-        self.events = Events(self)
+    def __init__(self, folder: RunFolder, latents: Latents, run=None, autosave: bool = True):
+        self.events = SessionEvents()
+        self._folder = folder
         self._lock = threading.RLock()  # caches and paths
         self._decode_lock = threading.RLock()  # the model and its decoders
         self._run = run
@@ -265,24 +210,25 @@ class Session:
         self._space = "pca"
         self._colour_by = "density"
         self._k = 20
-        self._paths: dict[str, LatentPath] = {}
-        self._undo: list[bytes] = []
+        self.paths: EventedDict = EventedDict()  # name -> LatentPath
         self._meta: dict[str, np.ndarray] | None = None
         self._set_latents(latents)
-        self._selection = np.zeros(self.n, bool)
-        self._restore_selection()
+        self.selection = Selection(self.n, folder.state_dir / "selection.npy",
+                                   autosave=autosave)
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, workdir, epoch: int | None = None, *, check_weights: bool = True,
+    def open(cls, workdir, epoch: int | None = None, *, ind=None, check_weights: bool = True,
              autosave: bool = True) -> Session:
-        """Open a training folder (ours or cryoDRGN's) at ``epoch`` (latest when None).
+        """Open a training folder (ours or cryoDRGN's) at ``epoch`` (latest when None);
+        ``ind`` gives the run's index file when the recorded one is not found.
 
         ``check_weights`` loads the epoch's weights now, so a config that does not match them
         fails here (InputError) rather than at the first decode."""
-        lat = load_latents(workdir, epoch)
-        run = _load_run(lat) if check_weights else None
-        return cls(lat, run, autosave=autosave)
+        folder = RunFolder.open(workdir, ind=ind)
+        lat = folder.latents(epoch).explorable()
+        run = folder.model(lat.epoch) if check_weights else None
+        return cls(folder, lat, run, autosave=autosave)
 
     def _set_latents(self, lat: Latents) -> None:
         self._lat = lat
@@ -293,24 +239,28 @@ class Session:
     def set_epoch(self, epoch: int | None) -> None:
         """Switch to another epoch's latents (same particles): caches and paths are reset,
         the selection is kept."""
-        lat = load_latents(self.workdir, epoch)
+        lat = self._folder.latents(epoch).explorable()
         if len(lat.z) != self.n:
             raise InputError(f"{lat.zfile}: {len(lat.z)} particles, but epoch "
                              f"{self.epoch} has {self.n}; is it the same run?")
-        run = _load_run(lat) if self._run is not None else None
+        run = self._folder.model(lat.epoch) if self._run is not None else None
+        before = self.epoch
         with self._decode_lock, self._lock:
             self._run, self._decoders = run, {}
             self._set_latents(lat)
-            self._paths.clear()
-        self.events.emit("epoch", epoch=self.epoch)
-        self.events.emit("embedding", space=self._space)
-        self.events.emit("colouring", name=self._colour_by)
-        self.events.emit("paths", action="cleared", name=None)
+        self.paths.clear()  # paths are points of the old latent space
+        if self.epoch != before:
+            self.events.epoch.emit(self.epoch)
 
     # -- run facts ----------------------------------------------------------------------------
     @property
+    def folder(self) -> RunFolder:
+        """The training folder: files, numbering, pixel size, caches."""
+        return self._folder
+
+    @property
     def workdir(self) -> Path:
-        return self._lat.workdir
+        return self._folder.workdir
 
     @property
     def epoch(self) -> int | None:
@@ -318,11 +268,11 @@ class Session:
 
     @property
     def epochs(self) -> list[int]:
-        return z_epochs(self.workdir)
+        return self._folder.z_epochs()
 
     @property
     def config(self) -> dict:
-        return self._lat.config
+        return self._folder.config
 
     @property
     def n(self) -> int:
@@ -334,19 +284,28 @@ class Session:
 
     @property
     def D(self) -> int:
-        return self._lat.D
+        return self._folder.D
 
     @property
     def apix(self) -> float | None:
-        if "apix" not in self._cache:
-            self._cache["apix"] = self._lat.apix()
-        return self._cache["apix"]
+        return self._folder.apix
 
     @property
     def particle_ind(self) -> np.ndarray:
-        """Original-stack index of each particle (the run's index file, else 0..N-1)."""
-        ind = self._dataset().get("ind")
-        return ind if ind is not None else np.arange(self.n, dtype=np.int64)
+        """Original-stack index of each particle (the run's index, else 0..N-1). InputError
+        when the run was trained on a subset whose index file is not found (never guessed):
+        see :meth:`locate_index`."""
+        self._folder.check_rows(self.n, self._lat.zfile)
+        return self._folder.particle_ind(n=self.n)
+
+    def locate_index(self, path) -> None:
+        """Give the run's index file (the recorded one is not found): checked against the
+        latents, remembered in the run folder; colourings from the dataset are read again."""
+        self._folder.locate_index(path, remember=False)
+        self._folder.check_rows(self.n, self._lat.zfile)
+        self._folder.locate_index(path, remember=self.autosave)
+        self._meta = None
+        self.events.colourings.emit()
 
     def __repr__(self) -> str:
         return (f"Session({str(self.workdir)!r}, epoch={self.epoch}, n={self.n}, "
@@ -373,15 +332,16 @@ class Session:
     @space.setter
     def space(self, space: str) -> None:
         self._check_space(space)
-        self._space = space
-        self.events.emit("embedding", space=space)
+        if space != self._space:
+            self._space = space
+            self.events.space.emit(space)
 
     def spaces(self) -> list[str]:
         """View names to offer: pca, umap (when cached or umap-learn is installed), and z:i,j
         pairs (all for zdim <= 8, else neighbouring dimensions)."""
         out = ["pca"]
-        if umap_available() or any(p.is_file() for p in umap_cache_paths(self.workdir,
-                                                                          self.epoch)):
+        if umap_available() or any(p.is_file() for p in
+                                   self._folder.umap_cache_paths(self.epoch)):
             out.append("umap")
         d = self.zdim
         pairs = ([(i, j) for i in range(d) for j in range(i + 1, d)] if d <= 8
@@ -422,7 +382,7 @@ class Session:
                             lambda: np.ascontiguousarray(self._pc_scores()[:, [i, j]]))
 
     def _umap(self) -> np.ndarray:
-        paths = umap_cache_paths(self.workdir, self.epoch)
+        paths = self._folder.umap_cache_paths(self.epoch)
         emb, src = cached_umap(self.z, paths, write_to=paths[-1] if self.autosave else None)
         if src is not None:
             log.info("UMAP read from %s", src)
@@ -435,7 +395,7 @@ class Session:
             cache, epoch = self._cache, self.epoch
             if "emb:umap" in cache:
                 return True
-        for p in umap_cache_paths(self.workdir, epoch):
+        for p in self._folder.umap_cache_paths(epoch):
             emb = read_umap(p, self.n)
             if emb is not None:
                 with self._lock:
@@ -491,7 +451,7 @@ class Session:
         return self.embedding("umap")[np.asarray(indices, np.int64)]
 
     def path_xy(self, name: str, space: str | None = None) -> np.ndarray:
-        p = self._paths[name]
+        p = self.paths[name]
         return self.project(p.z, space, p.indices)
 
     # -- colourings ---------------------------------------------------------------------------
@@ -503,8 +463,9 @@ class Session:
     def colour_by(self, name: str) -> None:
         if name not in self.colouring_names():
             raise InputError(f"no colouring {name!r}; choose one of {self.colouring_names()}")
-        self._colour_by = name
-        self.events.emit("colouring", name=name)
+        if name != self._colour_by:
+            self._colour_by = name
+            self.events.colour_by.emit(name)
 
     def colouring_names(self) -> list[str]:
         return (["density", "kmeans"] + [f"z{i}" for i in range(self.zdim)]
@@ -534,8 +495,8 @@ class Session:
     def _dataset(self) -> dict:
         """Per-particle metadata from the run's dataset files, read once (missing: skipped)."""
         if self._meta is None:
-            meta = dataset_meta(self.workdir, self.config, self.n)
-            meta["loss"] = particles_available(self.workdir, self.config)
+            meta = dataset_meta(self._folder, self.n)
+            meta["loss"] = particles_available(self._folder)
             self._meta = meta
         return self._meta
 
@@ -544,7 +505,7 @@ class Session:
         colouring); slow the first time, see :meth:`loss_ready`."""
         epoch = self.epoch
         return self._cached("loss", lambda: particle_losses(
-            self.workdir, epoch, device=device, progress=progress))
+            self._folder, epoch, device=device, progress=progress))
 
     def loss_ready(self) -> bool:
         """Whether the "loss" colouring is computed (in memory or in the disk cache)."""
@@ -568,9 +529,9 @@ class Session:
     def k(self, k: int) -> None:
         if not isinstance(k, (int, np.integer)) or not 1 <= k <= self.n:
             raise InputError(f"k-means needs 1 to {self.n} clusters, not {k!r}")
-        self._k = int(k)
-        if self._colour_by == "kmeans":
-            self.events.emit("colouring", name="kmeans")
+        if int(k) != self._k:
+            self._k = int(k)
+            self.events.k.emit(self._k)
 
     def kmeans_result(self, k: int | None = None, seed: int = 0) -> KMeansResult:
         k = self._k if k is None else int(k)
@@ -583,54 +544,16 @@ class Session:
 
     # -- selection ----------------------------------------------------------------------------
     @property
-    def selection(self) -> np.ndarray:
-        view = self._selection.view()
-        view.flags.writeable = False
-        return view
-
-    @property
     def n_selected(self) -> int:
-        return int(np.count_nonzero(self._selection))
-
-    @property
-    def selection_file(self) -> Path:
-        return self.workdir / STATE_DIR / "selection.npy"
+        return self.selection.count
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    def _as_mask(self, sel) -> np.ndarray:
-        arr = np.asarray(sel)
-        if arr.dtype == bool:
-            if arr.shape != (self.n,):
-                raise InputError(f"a selection mask needs {self.n} values, got {arr.shape}")
-            return arr
-        idx = arr.astype(np.int64).ravel()
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
-            raise InputError(f"particle indices must lie in 0..{self.n - 1}")
-        mask = np.zeros(self.n, bool)
-        mask[idx] = True
-        return mask
-
-    def _set_selection(self, mask: np.ndarray, mode: str, record: bool = True) -> None:
-        if record:
-            self._undo.append(np.packbits(self._selection).tobytes())
-            del self._undo[:-UNDO_DEPTH]
-        self._selection = mask
-        self._save_selection_state()
-        self.events.emit("selection", count=self.n_selected, mode=mode)
+        return self.selection.can_undo
 
     def select(self, sel, mode: str = "replace") -> int:
         """Change the selection with a bool mask (N,) or particle indices; returns the count."""
-        if mode not in MODES:
-            raise InputError(f"selection mode {mode!r}: use one of {MODES}")
-        m = self._as_mask(sel)
-        cur = self._selection
-        new = {"replace": lambda: m.copy(), "add": lambda: cur | m,
-               "subtract": lambda: cur & ~m, "intersect": lambda: cur & m}[mode]()
-        self._set_selection(new, mode)
-        return self.n_selected
+        return self.selection.set(sel, mode)
 
     def select_polygon(self, space: str | None, polygon, mode: str = "replace") -> int:
         """Select the particles inside a lasso polygon (M, 2) drawn on a view."""
@@ -645,24 +568,19 @@ class Session:
         return self.select(np.isin(lab, np.atleast_1d(labels)), mode)
 
     def invert(self) -> int:
-        self._set_selection(~self._selection, "invert")
+        self.selection.invert()
         return self.n_selected
 
     def clear(self) -> None:
-        self._set_selection(np.zeros(self.n, bool), "clear")
+        self.selection.clear()
 
     def undo(self) -> bool:
         """Go back to the selection before the last change; False when there is none."""
-        if not self._undo:
-            return False
-        bits = np.frombuffer(self._undo.pop(), np.uint8)
-        self._set_selection(np.unpackbits(bits, count=self.n).astype(bool), "undo",
-                            record=False)
-        return True
+        return self.selection.undo()
 
     def selected_indices(self, original: bool = False) -> np.ndarray:
         """Selected rows (0-based, int64), or their original-stack indices."""
-        rows = np.flatnonzero(self._selection).astype(np.int64)
+        rows = self.selection.indices()
         return self.particle_ind[rows] if original else rows
 
     def save_selection(self, path) -> tuple[Path, Path]:
@@ -672,43 +590,13 @@ class Session:
 
         path = Path(path)
         ind = self.particle_ind
-        save_index(path, np.sort(ind[self._selection]))
+        mask = self.selection.mask
+        save_index(path, np.sort(ind[mask]))
         inv = inverse_path(path)
-        save_index(inv, np.sort(ind[~self._selection]))
+        save_index(inv, np.sort(ind[~mask]))
         return path, inv
 
-    def _save_selection_state(self) -> None:
-        if not self.autosave:
-            return
-        try:
-            self.selection_file.parent.mkdir(exist_ok=True)
-            buf = io.BytesIO()
-            np.save(buf, self._selection)
-            with atomic_write(self.selection_file, "wb") as f:
-                f.write(buf.getvalue())
-        except (OSError, InputError) as e:
-            log.warning("selection not saved (%s)", e)
-
-    def _restore_selection(self) -> None:
-        p = self.selection_file
-        if not p.is_file():
-            return
-        try:
-            mask = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            log.warning("ignoring %s (%s)", p, e)
-            return
-        if mask.dtype != bool or mask.shape != (self.n,):
-            log.warning("ignoring %s: %s values of type %s for %d particles", p, mask.shape,
-                        mask.dtype, self.n)
-            return
-        self._selection = mask.copy()
-
     # -- paths --------------------------------------------------------------------------------
-    @property
-    def paths(self) -> dict[str, LatentPath]:
-        return dict(self._paths)
-
     def add_path(self, name: str, z, indices=None, kind: str = "custom") -> LatentPath:
         """Add (or replace) a named path of latent points."""
         z = np.atleast_2d(np.asarray(z, np.float32))
@@ -719,17 +607,14 @@ class Session:
         if ind is not None and ind.shape != (len(z),):
             raise InputError(f"path {name!r}: {len(z)} points but {ind.shape} indices")
         p = LatentPath(str(name), z, ind, kind)
-        self._paths[p.name] = p
-        self.events.emit("paths", action="added", name=p.name)
+        self.paths[p.name] = p  # paths.events: added, or changed when the name existed
         return p
 
     def remove_path(self, name: str) -> None:
-        if self._paths.pop(name, None) is not None:
-            self.events.emit("paths", action="removed", name=name)
+        self.paths.pop(name, None)
 
     def clear_paths(self) -> None:
-        self._paths.clear()
-        self.events.emit("paths", action="cleared", name=None)
+        self.paths.clear()
 
     def _finish(self, name, z, indices, kind, add: bool) -> LatentPath:
         if add:
@@ -800,7 +685,7 @@ class Session:
         with self._decode_lock:
             if key not in self._decoders:
                 if self._run is None:
-                    self._run = _load_run(self._lat)
+                    self._run = self._folder.model(self.epoch)
                 run = self._run
                 if next(run.model.parameters()).device != dev:
                     run.model.to(dev)
@@ -815,15 +700,3 @@ class Session:
         dec = self.decoder(precision, device)
         with self._decode_lock:  # one decode at a time: they share the decoder's caches
             return dec(z)
-
-
-# -- helpers ----------------------------------------------------------------------------------
-def _load_run(lat: Latents):
-    from .model.load import load_run
-
-    run = load_run(lat.workdir, lat.epoch)
-    if run.model.zdim != lat.z.shape[1]:
-        raise InputError(f"{run.weights}: the model's zdim is {run.model.zdim} but "
-                         f"{lat.zfile.name} has {lat.z.shape[1]}; the files come from "
-                         "different runs")
-    return run

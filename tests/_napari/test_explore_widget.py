@@ -1,6 +1,8 @@
 """The Explore dock in a real viewer, driven by real Qt mouse events on the scatter."""
 
 import shutil
+import threading
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -9,24 +11,37 @@ import yaml
 from qtpy.QtCore import Qt
 
 from napari_cryodrgn._napari.explore_widget import MAP_LAYER, SERIES_PREFIX
+from napari_cryodrgn.session import Session
 
 PLUGIN = "napari-cryodrgn"
 LEFT = Qt.MouseButton.LeftButton
 
 
 @pytest.fixture
-def explore(viewer, qtbot, tiny_run):
+def run_copy(tiny_run, tmp_path):
+    """A private copy of the tiny run: the explorer writes its state into the run folder."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def explore(viewer, qtbot, run_copy):
     _, w = viewer.window.add_plugin_dock_widget(PLUGIN, "Explore")
     qtbot.waitUntil(lambda: w.scatter.plot.viewport().isVisible(), timeout=10_000)
-    assert w.open_run(tiny_run) is not None
+    assert w.open_run(run_copy) is not None
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)  # the view is computed in a worker
     qtbot.wait(50)  # let the layout settle before mapping data to pixels
     return w
 
 
-def _click(qtbot, w, xy):
+def _click(qtbot, w, xy, tol=0.01):
+    """A real click at data position ``xy``; asserts it landed there (within ``tol`` of the
+    view's extent) and returns where it landed."""
     pos = w.scatter.widget_pos(*xy)
     qtbot.mouseClick(w.scatter.plot.viewport(), LEFT, pos=pos)
-    return w.scatter.data_pos(pos)
+    landed = np.asarray(w.scatter.data_pos(pos))
+    extent = np.ptp(w.scatter.xy, axis=0)
+    assert np.all(np.abs(landed - np.asarray(xy)) <= tol * extent), (landed, xy)
+    return landed
 
 
 def test_click_shows_the_decoders_map_at_that_point(viewer, qtbot, explore):
@@ -57,25 +72,30 @@ def test_axes_offer_pcs_umap_and_z_dims(viewer, qtbot, explore, train_tiny):
     assert {"z:0,1", "z:0,2", "z:1,2"} <= set(views)
     w.view.setCurrentIndex(views.index("z:1,2"))
     assert s.space == "z:1,2"
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
     np.testing.assert_array_equal(w.scatter.xy, s.z[:, [1, 2]])
     assert w.scatter.plot.getPlotItem().getAxis("bottom").labelText == s.axis_labels()[0]
 
 
-def test_rapid_requests_coalesce_latest_wins(viewer, qtbot, explore):
+def test_rapid_clicks_coalesce_latest_wins(viewer, qtbot, explore):
     w, s = explore, explore.session
     decoded = []
     real = s.decode
     s.decode = lambda z: (decoded.append(z), real(z))[1]
-    for i in range(12):
-        w.request_map(s.z[i], f"particle {i}")
+    emb = s.embedding("pca")
+    landed = [_click(qtbot, w, emb[i]) for i in range(12)]  # real clicks, no waiting
     qtbot.waitUntil(lambda: w.map_request_done, timeout=30_000)
     assert len(decoded) < 12  # intermediate requests were dropped
-    np.testing.assert_array_equal(decoded[-1], s.z[11])
-    np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, real(s.z[11]), rtol=1e-5,
+    last, _ = s.latent_at("pca", landed[-1])
+    np.testing.assert_array_equal(decoded[-1], last)
+    np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, real(last), rtol=1e-5,
                                atol=1e-6)
 
 
-def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_path, notes):
+def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_path, notes,
+                                                    monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
     w, s = explore, explore.session
     w.tool_buttons["path"].click()
     w.n_frames.setValue(6)
@@ -94,7 +114,11 @@ def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_p
     z = s.paths["drawn path"].z
     np.testing.assert_allclose(layer.data[-1], s.decode(z[-1]), rtol=1e-5, atol=1e-6)
     out = tmp_path / "series"
-    paths = w.export("drawn path", out)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
+    w.series_box.setCurrentText("drawn path")
+    qtbot.mouseClick(w.export_btn, LEFT)  # the real button, its dialog answered
+    qtbot.waitUntil(lambda: w.idle and (out / "open_series.cxc").exists(), timeout=60_000)
+    paths = sorted(out.glob("vol_*.mrc"))
     assert [p.name for p in paths] == [f"vol_{i:03d}.mrc" for i in range(1, 7)]
     for p, vol in zip(paths, layer.data, strict=True):
         with mrcfile.open(p) as m:
@@ -104,8 +128,8 @@ def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_p
     cxc = (out / "open_series.cxc").read_text()
     assert "vol_001.mrc" in cxc and "vseries true" in cxc
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    assert w.export("drawn path", out) is None  # a non-empty folder is never overwritten
-    assert "not empty" in notes[-1][1]
+    qtbot.mouseClick(w.export_btn, LEFT)  # a non-empty folder is never overwritten
+    qtbot.waitUntil(lambda: w.idle and notes and "not empty" in notes[-1][1], timeout=30_000)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     # Escape forgets a path being drawn; Enter in the plot finishes one
     _click(qtbot, w, lo)
@@ -120,8 +144,9 @@ def test_drawn_path_gives_a_4d_series_that_exports(viewer, qtbot, explore, tmp_p
     qtbot.keyClick(w.scatter.plot, Qt.Key.Key_Return)
     assert len(finished) == 1 and len(finished[0]) == 2
     # the second path's series replaces the first in the same layer
-    qtbot.waitUntil(lambda: w._series_worker is None and name in viewer.layers and np.allclose(
+    qtbot.waitUntil(lambda: w.idle and name in viewer.layers and np.allclose(
         viewer.layers[name].metadata["z"], s.paths["drawn path"].z), timeout=60_000)
+    assert [ly.name for ly in viewer.layers].count(name) == 1
 
 
 def test_traversal_buttons_make_series(viewer, qtbot, explore):
@@ -157,11 +182,13 @@ def test_loss_colouring_is_computed_in_a_worker(viewer, qtbot, explore):
     assert "loss" in [w.colour.itemText(i) for i in range(w.colour.count())]
     w.colour.setCurrentText("loss")
     qtbot.waitUntil(lambda: s.colour_by == "loss", timeout=60_000)
-    assert w._loss_worker is None and s.loss_ready()
+    qtbot.waitUntil(lambda: w.idle, timeout=60_000)
+    assert s.loss_ready()
     assert np.isfinite(s.colouring("loss")).all() and len(w.scatter._layers) > 1
 
 
-def test_bad_runs_are_notified(viewer, explore, tiny_run, tmp_path, notes):
+def test_bad_runs_are_notified(viewer, explore, run_copy, tmp_path, notes):
+    tiny_run = run_copy
     w = explore
     assert w.open_run(tiny_run, epoch=99) is None
     assert "99" in notes[-1][1]
@@ -196,17 +223,22 @@ def test_toy_model_iso_surface_screenshot(viewer, qtbot, artifacts):
     assert 0.005 < lit < 0.9, lit
 
 
-def test_rotating_movie_of_the_map_and_a_series(viewer, qtbot, explore, tmp_path, notes):
+def test_rotating_movie_of_the_map_and_a_series(viewer, qtbot, explore, tmp_path, notes,
+                                                 monkeypatch):
     import imageio.v2 as imageio
+    from qtpy.QtWidgets import QFileDialog
 
     w, s = explore, explore.session
     assert w.record_movie(tmp_path / "m.gif") is None  # no map yet
     w.request_map(s.z[0])
     qtbot.waitUntil(lambda: w.map_request_done and MAP_LAYER in viewer.layers, timeout=30_000)
-    rec = w.record_movie(tmp_path / "m.gif", frames=6)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda *a, **k: (str(tmp_path / "m.gif"), ""))
+    qtbot.mouseClick(w.movie_btn, LEFT)  # the real button, its dialog answered
+    rec = w._movie
     qtbot.waitUntil(lambda: rec.done and (tmp_path / "m.gif").exists(), timeout=60_000)
     frames = imageio.mimread(tmp_path / "m.gif")
-    assert len(frames) == 6 and frames[0].shape[-1] == 3
+    assert len(frames) == 36 and frames[0].shape[-1] == 3
     assert np.abs(frames[0].astype(int) - frames[2].astype(int)).mean() > 0  # it turned
     assert w.record_movie(tmp_path / "m.gif") is None and "exists" in notes[-1][1]
     w.n_frames.setValue(4)
@@ -215,3 +247,78 @@ def test_rotating_movie_of_the_map_and_a_series(viewer, qtbot, explore, tmp_path
     rec = w.record_movie(tmp_path / "pc1.gif", series="pc1", frames=2)
     qtbot.waitUntil(lambda: rec.done and (tmp_path / "pc1.gif").exists(), timeout=60_000)
     assert len(imageio.mimread(tmp_path / "pc1.gif")) == 4  # at least one frame per map
+
+
+def test_the_dock_follows_the_session_changed_from_python(viewer, qtbot, explore):
+    # a notebook user changes the Session; the dock's scatter, combos, counts and layers follow
+    w, s = explore, explore.session
+    s.space = "z:0,1"
+    assert w.view.currentData() == "z:0,1"
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    np.testing.assert_array_equal(w.scatter.xy, s.z[:, [0, 1]])
+    s.colour_by = "z1"
+    assert w.colour.currentData() == "z1"
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    s.select(np.arange(30))
+    assert "selected 30 of" in w.selection_panel.count.text() and "selected 30" in w.info.text()
+    s.k = 5
+    assert w.k.value() == 5
+    p = s.pc_traversal(1, n=4)
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc1" in viewer.layers and w.idle, timeout=60_000)
+    assert viewer.layers[SERIES_PREFIX + "pc1"].data.shape[0] == 4
+    np.testing.assert_allclose(viewer.layers[SERIES_PREFIX + "pc1"].metadata["z"], p.z)
+    assert w.scatter.path_names == ["pc1"]
+    s.set_epoch(1)  # paths are cleared with the old latent space, and their layers go
+    assert w.epoch.currentData() == 1
+    assert SERIES_PREFIX + "pc1" not in viewer.layers and w.series_box.count() == 0
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    np.testing.assert_array_equal(w.scatter.xy, s.z[:, [0, 1]])
+    # a change made in another thread reaches the dock in the GUI thread
+    t = threading.Thread(target=s.select, args=(np.arange(7),))
+    t.start()
+    t.join()
+    qtbot.waitUntil(lambda: "selected 7 of" in w.selection_panel.count.text(), timeout=5_000)
+
+
+def test_slow_work_runs_in_workers(viewer, qtbot, explore, monkeypatch, tmp_path):
+    # epoch switch, k-means series, series decoding and export never run on the GUI thread
+    w, s = explore, explore.session
+    threads = {}
+
+    def spy(name, fn):
+        def wrapped(*a, **k):
+            threads.setdefault(name, set()).add(threading.current_thread())
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(s, "set_epoch", spy("epoch", s.set_epoch))
+    monkeypatch.setattr(s, "kmeans_path", spy("kmeans", s.kmeans_path))
+    monkeypatch.setattr(s, "decode", spy("decode", s.decode))
+    w.epoch.setCurrentIndex(w.epoch.findData(1))
+    w.epoch.activated.emit(w.epoch.currentIndex())
+    qtbot.waitUntil(lambda: w.idle and s.epoch == 1, timeout=30_000)
+    w.k.setValue(3)
+    qtbot.mouseClick(w.kmeans_btn, LEFT)
+    qtbot.waitUntil(lambda: w.idle and SERIES_PREFIX + "kmeans3" in viewer.layers,
+                    timeout=60_000)
+    import napari_cryodrgn._napari.explore_widget as ew
+
+    monkeypatch.setattr(ew, "export_series", spy("export", ew.export_series))
+    out = tmp_path / "k3"
+    assert w.export("kmeans3", out) is not None
+    qtbot.waitUntil(lambda: w.idle and (out / "z_values.txt").exists(), timeout=60_000)
+    main = threading.main_thread()
+    assert set(threads) == {"epoch", "kmeans", "decode", "export"}
+    assert all(main not in ts for ts in threads.values()), threads
+
+
+def test_a_second_session_on_the_same_dock_drops_the_first(viewer, qtbot, explore, run_copy):
+    w = explore
+    first = w.session
+    second = Session.open(run_copy)
+    w.set_session(second)
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    first.select(np.arange(3))  # the old session no longer drives the dock
+    assert "selected 3 of" not in w.selection_panel.count.text()
+    second.select(np.arange(4))
+    assert "selected 4 of" in w.selection_panel.count.text()

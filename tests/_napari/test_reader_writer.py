@@ -36,6 +36,47 @@ def test_writer_takes_voxel_size_from_scale(viewer, tmp_path):
     viewer.add_image(_blob(16), scale=(1.5, 1.5, 1.5), name="m")
     viewer.layers.save(str(tmp_path / "m.mrc"), plugin=PLUGIN)
     assert read_mrc(tmp_path / "m.mrc")[1] == pytest.approx(1.5)
+    # a layer in nanometres is converted; our layers carry Angstrom
+    viewer.add_image(_blob(16), scale=(0.2,) * 3, units=("nm",) * 3, name="nm")
+    viewer.layers.selection = {viewer.layers["nm"]}
+    viewer.layers.save(str(tmp_path / "nm.mrc"), selected=True, plugin=PLUGIN)
+    assert read_mrc(tmp_path / "nm.mrc")[1] == pytest.approx(2.0)
+    (layer,) = viewer.open(tmp_path / "nm.mrc", plugin=PLUGIN)
+    assert tuple(map(str, layer.units)) == ("angstrom",) * 3
+
+
+def test_map_without_voxel_size_stays_without(viewer, tmp_path, notes):
+    write_mrc(tmp_path / "nosize.mrc", _blob(16), apix=None)
+    (layer,) = viewer.open(tmp_path / "nosize.mrc", plugin=PLUGIN)
+    assert tuple(map(str, layer.units)) == ("pixel",) * 3 and tuple(layer.scale) == (1, 1, 1)
+    assert any("no voxel size" in m for s, m in notes if s == "warning")
+    viewer.layers.save(str(tmp_path / "again.mrc"), plugin=PLUGIN)
+    assert read_mrc(tmp_path / "again.mrc")[1] is None  # never a guessed 1 A
+
+
+def test_reader_claims_only_cryo_em_files(tmp_path):
+    from npe2 import PluginManager
+
+    pm = PluginManager.instance()
+    for name in ("cells.tif", "photo.png", "table.csv", "notes.txt", "data.npy"):
+        (tmp_path / name).write_bytes(b"x")
+        assert PLUGIN not in {r.plugin_name for r in
+                              pm.iter_compatible_readers([str(tmp_path / name)])}, name
+    for name in ("map.mrc", "MAP.MRC", "m.map", "p.mrcs"):
+        assert PLUGIN in {r.plugin_name for r in
+                          pm.iter_compatible_readers([str(tmp_path / name)])}, name
+
+
+def test_stack_saved_as_mrcs(viewer, tmp_path):
+    stack = np.random.default_rng(1).normal(size=(5, 12, 12)).astype(np.float32)
+    write_mrc(tmp_path / "p.mrcs", stack, apix=2.5)
+    viewer.open(tmp_path / "p.mrcs", plugin=PLUGIN)
+    out = tmp_path / "copy.mrcs"
+    assert viewer.layers.save(str(out), plugin=PLUGIN) == [str(out)]
+    from napari_cryodrgn.io.mrc import read_mrc_header
+
+    h = read_mrc_header(out)
+    assert h.stack and h.shape == (5, 12, 12) and h.apix == pytest.approx(2.5)
 
 
 def test_stack_opens_as_2d_images(viewer, tmp_path):

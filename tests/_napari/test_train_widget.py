@@ -2,6 +2,7 @@
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,15 @@ TINY = "tiny, for a quick look (64 x 2)"
 
 def _dock(viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Train")
-    widget.device.setCurrentText("cpu")
+    widget.form["device"].value = "cpu"
     return widget
 
 
 def _start_tiny(qtbot, w, d, out, epochs: int) -> None:
     """Fill the dock with the tiny dataset and the tiny network, then press Start."""
     w.set_inputs(particles=d["particles"], poses=d["poses"], ctf=d["ctf"], outdir=out)
-    w.preset.setCurrentText(TINY)
-    w.epochs.setValue(epochs)
+    w.form.preset.value = TINY
+    w.form["num_epochs"].value = epochs
     _click(qtbot, w.start_btn)
 
 
@@ -40,12 +41,14 @@ def test_sample_train_stop_resume(viewer, qtbot, tmp_path, artifacts):
     viewer.open_sample(PLUGIN, "simulated_particles")
     w = _dock(viewer)
     viewer.layers.selection.active = viewer.layers["simulated particles"]
-    assert w.particles.text().endswith("particles.mrcs")  # filled from the sample layer
-    assert w.poses.text().endswith("poses.pkl") and w.ctf.text().endswith("ctf.pkl")
+    form = w.form
+    assert str(form["particles"].value).endswith("particles.mrcs")  # from the sample layer
+    assert str(form["poses"].value).endswith("poses.pkl")
+    assert str(form["ctf"].value).endswith("ctf.pkl")
     out = tmp_path / "run"
     w.set_inputs(outdir=out)
-    w.preset.setCurrentText(TINY)
-    w.epochs.setValue(40)
+    form.preset.value = TINY
+    form["num_epochs"].value = 40
     _click(qtbot, w.start_btn)
     worker = w.worker
     assert worker is not None and not w.start_btn.isEnabled()
@@ -64,7 +67,7 @@ def test_sample_train_stop_resume(viewer, qtbot, tmp_path, artifacts):
     # Start refuses the folder that now holds a run; Resume continues it
     _click(qtbot, w.start_btn)
     assert w.worker is None and "holds a training run" in w.status.text()
-    w.epochs.setValue(stopped[-1] + 1)
+    form["num_epochs"].value = stopped[-1] + 1
     _click(qtbot, w.resume_btn)
     qtbot.waitUntil(lambda: not w.running, timeout=300_000)
     assert epochs_in(out) == [*stopped, stopped[-1] + 1]
@@ -130,8 +133,8 @@ def test_bad_inputs_are_notified_and_start_nothing(viewer, qtbot, tmp_path, note
     # a loss that becomes NaN (learning rate 1) stops the run with a notification that says
     # what to try
     w.set_inputs(poses=d["poses"], outdir=tmp_path / "nan")
-    w.preset.setCurrentText(TINY)
-    w.lr.setValue(1.0)
+    w.form.preset.value = TINY
+    w.form["lr"].value = 1.0
     _click(qtbot, w.start_btn)
     qtbot.waitUntil(lambda: not w.running, timeout=120_000)
     err = [m for s, m in notes if s == "error"][-1]
@@ -176,8 +179,8 @@ def test_training_runs_in_a_worker(viewer, qtbot, tmp_path, artifacts, monkeypat
     w = _dock(viewer)
     viewer.layers.selection.active = viewer.layers["simulated particles"]
     w.set_inputs(outdir=tmp_path / "run")
-    w.preset.setCurrentText("small (256 x 3)")
-    w.epochs.setValue(1)
+    w.form.preset.value = "small (256 x 3)"
+    w.form["num_epochs"].value = 1
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
@@ -210,3 +213,56 @@ def test_loss_plot_shows_interval_means(qtbot):
     np.testing.assert_allclose(plot.x, [0.5, 1.0, 1.5])
     np.testing.assert_allclose(plot.recon, [2.0, 1.0, 0.9])
     np.testing.assert_allclose(plot.kl, [10.0, 6.0, 7.0])
+
+
+def test_form_is_made_from_the_settings_declaration(viewer, qtbot):
+    """One widget per setting the declaration shows in the GUI (main form or the collapsible
+    Advanced section), each holding the declared default (the dock's network preset
+    applied); CLI-only and library-only settings have none; the preset sets the network."""
+    from napari_cryodrgn.training.settings import GUI_PRESET, gui_defaults, network, specs
+
+    w = _dock(viewer)
+    form = w.form
+    shown = specs("gui", "advanced")
+    assert list(form.widgets) == list(shown)
+    assert not set(form.widgets) & set(specs("cli", "api"))
+    defaults = gui_defaults()
+    for name, spec in shown.items():
+        want = "cpu" if name == "device" else getattr(defaults, name)  # _dock picked cpu
+        assert form[name].value == want, name
+        assert form[name].label == spec.label
+        section = form.main if spec.face == "gui" else form.more
+        assert form[name] in list(section), name
+    assert form.preset.value == GUI_PRESET
+    assert w.settings() == replace(defaults, device="cpu")
+    form.preset.value = TINY
+    assert {k: form[k].value for k in network(TINY)} == network(TINY)
+    form["qdim"].value = 100  # a network of no preset
+    assert form.preset.value.startswith("custom")
+
+
+def test_form_values_reach_the_run_config(viewer, qtbot, tmp_path, tiny_dataset):
+    """Values changed in the form (main and Advanced) are those the trainer records in
+    config.yaml; an existing empty output folder is accepted (the CLI's rule)."""
+    import yaml
+
+    w = _dock(viewer)
+    out = tmp_path / "empty"
+    out.mkdir()
+    w.set_inputs(particles=tiny_dataset["particles"], poses=tiny_dataset["poses"],
+                 ctf=tiny_dataset["ctf"], outdir=out)
+    form = w.form
+    form.preset.value = TINY
+    form.set(num_epochs=1, zdim=3, seed=7, batch_size=12, beta=0.25, wd=1e-4,
+             enc_inplane=False, enc_mask=6, checkpoint_minutes=5.0, precision="fp32")
+    _click(qtbot, w.start_btn)
+    assert w.worker is not None
+    qtbot.waitUntil(lambda: not w.running, timeout=120_000)
+    assert epochs_in(out) == [1] and "finished" in w.status.text()
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    ma, ta = cfg["model_args"], cfg["train_args"]
+    assert (ma["zdim"], ma["qdim"], ma["qlayers"], ma["pdim"], ma["players"]) == (3, 64, 2, 64, 2)
+    assert ma["enc_inplane"] is False and ma["enc_mask"] == 6
+    assert (ta["num_epochs"], ta["seed"], ta["batch_size"]) == (1, 7, 12)
+    assert ta["beta"] == 0.25 and ta["wd"] == 1e-4 and ta["checkpoint_minutes"] == 5.0
+    assert ta["precision"] == "fp32" and ta["device"] == "cpu"

@@ -131,20 +131,20 @@ def test_stale_cache_recomputed(run):
 
 
 def test_missing_particles(run, tmp_path):
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert particles_available(run, cfg)
+    assert particles_available(run)
     gone = tmp_path / "moved" / "particles.mrcs"
     cfg = _with_dataset(run, particles=str(gone))
-    assert not particles_available(run, cfg)
-    with pytest.raises(InputError, match=r"particles\.mrcs: particle file not found; .*needs "
-                                         "the particles"):
+    assert not particles_available(run)
+    with pytest.raises(InputError, match=r"moved/particles\.mrcs not found \(particles file of "
+                                         r".*needs the particles"):
         particle_losses(run)
     s = Session.open(run)
     assert "loss" not in s.colouring_names() and not s.loss_ready()
     with pytest.raises(InputError, match="needs the particles"):
         s.colouring("loss")
     cfg["dataset_args"].pop("particles")
-    assert not particles_available(run, cfg)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert not particles_available(run)
 
 
 def test_session_loss_colouring(run):

@@ -27,8 +27,8 @@ import yaml
 from napari_cryodrgn.analysis.embed import run_umap, write_umap
 from napari_cryodrgn.analysis.filtering import isolated_island
 from napari_cryodrgn.analysis.groundtruth import Truth, latent_scores, map_scores
-from napari_cryodrgn.analysis.latents import analysis_dir
 from napari_cryodrgn.io.index import load_index
+from napari_cryodrgn.io.runfolder import RunFolder
 from napari_cryodrgn.model.load import load_run
 from napari_cryodrgn.session import Session
 from napari_cryodrgn.training.api import train_on_selection
@@ -42,12 +42,13 @@ def filtered(science_run, tmp_path_factory):
     t0 = time.perf_counter()
     z, _ = load_z(wd / f"z.{ep}.pkl")
     # the UMAP the explorer shows (analyze.N/umap.pkl), seeded so that the test is repeatable
-    (analysis_dir(wd, ep)).mkdir(exist_ok=True)
-    write_umap(analysis_dir(wd, ep) / "umap.pkl", run_umap(z, seed=0))
+    adir = RunFolder.open(wd).analysis_dir(ep)
+    adir.mkdir(exist_ok=True)
+    write_umap(adir / "umap.pkl", run_umap(z, seed=0))
     s = Session.open(wd, ep, autosave=False)
     island = isolated_island(s.embedding("umap"))
     s.select_polygon("umap", island.polygon)
-    lassoed = s.selection.copy()
+    lassoed = s.selection.mask.copy()
     s.invert()
     kept_pkl, removed_pkl = s.save_selection(root / "kept.pkl")
     t1 = time.perf_counter()

@@ -1,10 +1,17 @@
 """The Explore dock: a training run's latent space as a scatter; click for the map there.
 
+The dock is a view of a :class:`~napari_cryodrgn.session.Session`: everything it shows follows
+from the Session's signals (psygnal, connected with ``thread="main"`` so that changes made in a
+worker or a notebook reach the GUI thread), and its controls only send requests to the
+Session. Whatever takes time (embeddings and colourings, k-means, the epoch switch, map and
+map-series decoding, graph paths, export) runs in background jobs
+(:class:`~napari_cryodrgn._napari.jobs.LatestJob`: the newest request wins, errors are reported
+once, long ones show progress in napari's activity dock).
+
 A click decodes the map at that latent point (PCA: exact inverse; UMAP / z dims: the nearest
-particle's z) in a worker into one Image layer that updates in place; requests coalesce, the
-latest wins. Paths, PC / graph traversals and k-means centres become 4D map series, which
-export to MRC files with a ChimeraX script. Selection tools (lasso, rectangle, clusters) act
-on the shared :class:`~napari_cryodrgn.session.Session`.
+particle's z) into one Image layer that updates in place. Every path of the Session (a drawn
+path, a PC or graph traversal, the k-means centres) is shown on the scatter and as a 4D map
+series, which exports to MRC files with a ChimeraX script.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from napari.qt.threading import create_worker
+from psygnal.qt import start_emitting_from_queue
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -32,34 +39,45 @@ from qtpy.QtWidgets import (
 from ..analysis.export import export_series, iso_level
 from ..errors import InputError
 from ..session import Session
-from .layers import map_layer
+from .jobs import LatestJob
+from .layers import map_layer, spatial
 from .notify import show_error, show_info
+from .plot_theme import follow_theme
 from .scatter import LatentScatter
 from .widgets import PathEdit
 
 log = logging.getLogger(__name__)
 MAP_LAYER = "cryoDRGN map"
 SERIES_PREFIX = "cryoDRGN series: "
+QUEUE_MS = 15  # how often the GUI thread runs callbacks queued by other threads
 
 
-def _checked(fn, *args, **kwargs):
-    """Run ``fn`` in a worker; a user error comes back as an InputError value, not raised."""
-    try:
-        return fn(*args, **kwargs)
-    except InputError as e:
-        return e
+def _view_data(session: Session, space: str, colour: str):
+    """What the scatter shows for (space, colouring): computed in a worker (UMAP, density,
+    k-means and per-particle losses take seconds to minutes on large runs)."""
+    epoch = session.epoch
+    xy = session.embedding(space)
+    values = session.colouring(colour, space)
+    session.picker(space)  # the KD-tree for clicks, built here rather than on the first click
+    stale = session.epoch != epoch  # the epoch changed while this ran: drawn never
+    return (epoch, space, colour, stale), xy, values
 
 
-def _decode(session: Session, z: np.ndarray, rid: int, label: str):
-    return rid, session.decode(z), z, label
+def _cluster_of(session: Session, k: int, particle: int, mode: str):
+    """The k-means cluster (k clusters) of ``particle``: k-means runs here the first time."""
+    return int(session.kmeans(k)[0][particle]), k, mode
 
 
-def _decode_series(session: Session, z: np.ndarray):
+def _decode(session: Session, z: np.ndarray, label: str):
+    return session.decode(z), z, label
+
+
+def _decode_series(session: Session, name: str, z: np.ndarray):
     vols = []
     for i, zi in enumerate(z):
         vols.append(session.decode(zi))
         yield i + 1, len(z)
-    return np.stack(vols)
+    return name, z, np.stack(vols)
 
 
 class ExploreWidget(QWidget):
@@ -71,14 +89,17 @@ class ExploreWidget(QWidget):
         self.session: Session | None = None
         self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (z, volumes)
         self.picks: list[int] = []  # particle indices of the last picks (graph anchors)
-        self._req = 0  # id of the newest map request
-        self._shown = 0  # id of the map on screen
-        self._pending = None
-        self._decoding = None
-        self._series_worker = None
-        self._loss_worker = None  # the worker computing a colouring (the loss is the slowest)
-        self._colour_req = 0
-        self._cluster_worker = None
+        self._connections: list = []  # (signal, slot) of the current session
+        self._drawn: tuple | None = None  # (epoch, space, colouring) on the scatter
+        self.map_job = LatestJob("map", on_result=self._on_map)
+        self.view_job = LatestJob("latent view", on_result=self._draw_view,
+                                  on_error=self._view_failed)
+        self.epoch_job = LatestJob("epoch")
+        self.path_job = LatestJob("path", on_result=self._add_path)  # k-means centres, graph
+        self.cluster_job = LatestJob("k-means", on_result=self._select_cluster)
+        self.export_job = LatestJob("export", on_result=self._on_exported)
+        self.series_jobs: dict[str, LatestJob] = {}
+        start_emitting_from_queue(QUEUE_MS)
         self._build()
 
     # -- layout ------------------------------------------------------------------------------
@@ -127,6 +148,8 @@ class ExploreWidget(QWidget):
         self.finish_btn.setToolTip("End the drawn path (or press Enter in the plot)")
         tool_row.addWidget(self.finish_btn)
         self.scatter = LatentScatter()
+        follow_theme(self.viewer, self.scatter.plot,
+                     on_change=lambda bg, fg: self.scatter.set_foreground(fg))
         self.finish_btn.clicked.connect(self._on_finish_clicked)
         self.tool_buttons["pick"].setChecked(True)
         self.scatter.picked.connect(self._on_pick)
@@ -147,6 +170,7 @@ class ExploreWidget(QWidget):
         self.k = QSpinBox()
         self.k.setRange(2, 500)
         self.k.setValue(20)
+        self.k.valueChanged.connect(self._on_k_changed)
         self.pc_btn = QPushButton("PC traversal")
         self.graph_btn = QPushButton("Graph path (last 2 picks)")
         self.kmeans_btn = QPushButton("k-means centres")
@@ -213,122 +237,174 @@ class ExploreWidget(QWidget):
         return session
 
     def set_session(self, session: Session) -> None:
-        """Explore ``session`` (shared with other docks)."""
-        if self.session is not None:
-            for name in ("selection", "paths", "epoch"):
-                self.session.events.disconnect(name, getattr(self, f"_on_session_{name}"))
+        """Explore ``session`` (shared with other docks; it may also be changed from Python)."""
+        self._disconnect()
+        for job in self._jobs():
+            job.cancel()
         self.session = session
-        for name in ("selection", "paths", "epoch"):
-            session.events.connect(name, getattr(self, f"_on_session_{name}"))
+        self.series.clear()
+        self.series_box.clear()
+        self.picks = []
+        self._drawn = None
+        ev = session.events
+        for signal, slot in ((ev.epoch, self._on_epoch), (ev.space, self._on_space),
+                             (ev.colour_by, self._on_colour_by), (ev.k, self._on_k),
+                             (ev.colourings, self._fill_colours),
+                             (session.selection.changed, self._on_selection),
+                             (session.paths.events.added, self._on_path_added),
+                             (session.paths.events.changed, self._on_path_changed),
+                             (session.paths.events.removed, self._on_path_removed)):
+            signal.connect(slot, thread="main")
+            self._connections.append((signal, slot))
         self.run_edit.setText(str(session.workdir))
+        self._fill_epochs()
+        self.pc.setRange(1, max(1, session.zdim))
+        self._set_quietly(self.k, session.k)
+        self._fill_views()
+        self._fill_colours()
+        self._set_enabled(True)
+        self.selection_panel.set_session(session)
+        for name in list(session.paths):
+            self._on_path_added(name)
+        self._request_view()
+
+    def _disconnect(self) -> None:
+        for signal, slot in self._connections:
+            signal.disconnect(slot)
+        self._connections.clear()
+
+    # -- following the session -------------------------------------------------------------------
+    @staticmethod
+    def _set_quietly(widget, value) -> None:
+        widget.blockSignals(True)
+        if isinstance(widget, QComboBox):
+            widget.setCurrentIndex(max(0, widget.findData(value)))
+        else:
+            widget.setValue(value)
+        widget.blockSignals(False)
+
+    def _fill_epochs(self) -> None:
+        s = self.session
         self.epoch.blockSignals(True)
         self.epoch.clear()
-        for e in session.epochs:
+        for e in s.epochs:
             self.epoch.addItem(str(e), e)
-        if session.epoch is None:
+        if s.epoch is None:
             self.epoch.addItem("final (z.pkl)", None)
-        self.epoch.setCurrentIndex(self.epoch.findData(session.epoch))
+        self.epoch.setCurrentIndex(self.epoch.findData(s.epoch))
         self.epoch.blockSignals(False)
-        self.pc.setRange(1, max(1, session.zdim))
-        self.picks = []
-        self._refresh_views()
-        self._set_enabled(True)
-        if self.selection_panel is not None:
-            self.selection_panel.set_session(session)
 
-    def _chosen_epoch(self):
-        return self.epoch.currentData() if self.epoch.count() else None
-
-    def _on_epoch_chosen(self) -> None:
-        if self.session is None:
-            return
-        try:
-            self.session.set_epoch(self._chosen_epoch())
-        except InputError as e:
-            show_error(str(e))
-
-    def _refresh_views(self) -> None:
+    def _fill_views(self) -> None:
         s = self.session
-        self.view.blockSignals(True)
-        self.view.clear()
         offered = s.spaces()
         spaces = ["pca"] + [f"pca:{i},{j}" for i, j in ((0, 2), (1, 2), (2, 3)) if j < s.zdim]
         spaces += [sp for sp in offered if sp == "umap"] + [sp for sp in offered
                                                             if sp.startswith("z:")]
+        if s.space not in spaces:
+            spaces.append(s.space)
+        self.view.blockSignals(True)
+        self.view.clear()
         for sp in spaces:
             self.view.addItem(_space_label(sp), sp)
-        self.view.setCurrentIndex(max(0, self.view.findData(s.space)))
         self.view.blockSignals(False)
+        self._set_quietly(self.view, s.space)
+
+    def _fill_colours(self) -> None:
+        s = self.session
         self.colour.blockSignals(True)
         self.colour.clear()
-        self.colour.addItems(s.colouring_names())
-        self.colour.setCurrentText(s.colour_by)
+        for name in s.colouring_names():
+            self.colour.addItem(name, name)
         self.colour.blockSignals(False)
-        self._redraw()
+        self._set_quietly(self.colour, s.colour_by)
 
-    def _redraw(self) -> None:
+    def _on_epoch(self, epoch) -> None:
+        self._fill_epochs()
+        self.picks = []
+        self.scatter.set_marker(None)
+        self._request_view()
+
+    def _on_space(self, space: str) -> None:
+        if self.view.findData(space) < 0:
+            self._fill_views()
+        self._set_quietly(self.view, space)
+        self._request_view()
+
+    def _on_colour_by(self, name: str) -> None:
+        self._set_quietly(self.colour, name)
+        self._request_view()
+
+    def _on_k(self, k: int) -> None:
+        self._set_quietly(self.k, k)
+        if self.session.colour_by == "kmeans":
+            self._request_view()
+
+    def _on_selection(self, count: int = 0, mode: str = "") -> None:
         s = self.session
-        try:
-            xy = s.embedding(s.space)
-        except InputError as e:
-            show_error(str(e))
-            return
-        name = s.colour_by
-        self.scatter.set_points(xy, s.colouring(name, s.space), name == "kmeans",
-                                s.axis_labels(s.space))
-        self._on_session_selection()
-        self._on_session_paths()
-
-    # -- view / colour -------------------------------------------------------------------------
-    def _on_view_changed(self, _text: str) -> None:
-        if self.session is None:
-            return
-        space = self.view.currentData()
-        if space == "umap" and not self.session.umap_ready():
-            self.info.setText("computing UMAP in the background…")
-            worker = create_worker(_checked, self.session.embedding, "umap")
-            worker.returned.connect(lambda r: show_error(str(r)) if isinstance(r, InputError)
-                                    else self._set_space("umap"))
-            worker.errored.connect(lambda e: show_error(f"UMAP failed: {e}"))
-            worker.start()
-            return
-        self._set_space(space)
-
-    def _set_space(self, space: str) -> None:
-        self.session.space = space
-        self._redraw()
+        self.scatter.set_selection(s.selection.mask if s.n_selected else None)
         self._update_info()
 
-    def _on_colour_changed(self, name: str) -> None:
-        """Colour the scatter by ``name``. The values are computed in a worker (k-means on a
-        large run, or the per-particle loss, take seconds); the newest choice wins."""
-        if self.session is None or not name:
-            return
+    def _request_view(self) -> None:
+        """Recompute what the scatter shows for the session's view and colouring."""
         s = self.session
-        self._colour_req += 1
-        rid = self._colour_req
-        if name == "loss" and not s.loss_ready():
-            self.info.setText("computing each particle's reconstruction error…")
-        elif name == "kmeans":
-            self.info.setText(f"k-means with {s.k} clusters…")
-        worker = self._loss_worker = create_worker(_checked, s.colouring, name, s.space)
-        worker.returned.connect(lambda r: self._on_colouring(rid, name, r))
-        worker.start()
+        if (s.epoch, s.space, s.colour_by) == self._drawn:
+            return
+        slow = []
+        if s.space == "umap" and not s.umap_ready():
+            slow.append("UMAP")
+        if s.colour_by == "loss" and not s.loss_ready():
+            slow.append("each particle's reconstruction error")
+        if slow:
+            self.info.setText(f"computing {' and '.join(slow)} in the background…")
+        self.view_job.submit(_view_data, s, s.space, s.colour_by)
 
-    def _on_colouring(self, rid: int, name: str, values) -> None:
-        if rid != self._colour_req:
-            return  # a newer colouring was asked for meanwhile
-        self._loss_worker = None
+    def _draw_view(self, result) -> None:
+        (epoch, space, colour, stale), xy, values = result
         s = self.session
-        if isinstance(values, InputError):
-            show_error(str(values))
-            self.colour.blockSignals(True)
-            self.colour.setCurrentText(s.colour_by)
-            self.colour.blockSignals(False)
+        if stale or (epoch, space, colour) != (s.epoch, s.space, s.colour_by):
+            self._request_view()  # the session moved on while this was computed
             return
-        s.colour_by = name
-        self.scatter.set_values(values, name == "kmeans")
-        self._on_session_selection()  # also refreshes the info line
+        self.scatter.set_points(xy, values, colour == "kmeans", s.axis_labels(space))
+        self._drawn = (epoch, space, colour)
+        self._on_selection()
+        self._draw_paths()
+
+    def _view_failed(self, message: str) -> None:
+        show_error(message)
+        s = self.session
+        if self._drawn is not None and self._drawn[0] == s.epoch:  # back to what is shown
+            s.space, s.colour_by = self._drawn[1:]
+        self._update_info()
+
+    def _draw_paths(self) -> None:
+        s = self.session
+        if self._drawn is None:
+            return
+        self.scatter.set_paths({n: s.path_xy(n, s.space) for n in list(s.paths)})
+
+    # -- requests from the controls --------------------------------------------------------------
+    def _chosen_epoch(self):
+        return self.epoch.currentData() if self.epoch.count() else None
+
+    def _on_epoch_chosen(self) -> None:
+        if self.session is not None:
+            self.info.setText("loading the epoch's latents…")
+            self.epoch_job.submit(self.session.set_epoch, self._chosen_epoch())
+
+    def _on_view_changed(self, _text: str) -> None:
+        if self.session is not None and self.view.currentData():
+            self.session.space = self.view.currentData()
+
+    def _on_colour_changed(self, _text: str) -> None:
+        if self.session is not None and self.colour.currentData():
+            self.session.colour_by = self.colour.currentData()
+
+    def _on_k_changed(self, k: int) -> None:
+        if self.session is not None:
+            try:
+                self.session.k = k
+            except InputError as e:
+                show_error(str(e))
 
     # -- picking and maps ----------------------------------------------------------------------
     def _on_pick(self, x: float, y: float) -> None:
@@ -344,48 +420,36 @@ class ExploreWidget(QWidget):
     def request_map(self, z, label: str = "") -> int:
         """Ask for the map at ``z``; returns the request id. Requests made while a decode runs
         coalesce: only the newest is decoded next, and older results never replace newer."""
-        self._req += 1
-        self._pending = (self._req, np.asarray(z, np.float32), label)
-        if self._decoding is None:
-            self._start_decode()
-        return self._req
+        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), label)
 
     @property
     def map_request_done(self) -> bool:
         """True when the newest requested map is on screen."""
-        return self._shown == self._req and self._decoding is None
+        return not self.map_job.busy
 
-    def _start_decode(self) -> None:
-        if self._pending is None or self.session is None:
-            return
-        rid, z, label = self._pending
-        self._pending = None
-        w = self._decoding = create_worker(_decode, self.session, z, rid, label)
-        w.returned.connect(self._on_map)
-        w.errored.connect(lambda e: show_error(f"decoding failed: {e}"))
-        w.finished.connect(self._on_decode_finished)
-        w.start()
+    def _jobs(self) -> list[LatestJob]:
+        return [self.map_job, self.view_job, self.epoch_job, self.path_job, self.cluster_job,
+                self.export_job, *self.series_jobs.values()]
 
-    def _on_decode_finished(self) -> None:
-        self._decoding = None
-        self._start_decode()
+    @property
+    def idle(self) -> bool:
+        """No background job of this dock runs or waits."""
+        return not any(j.busy for j in self._jobs())
 
     def _on_map(self, result) -> None:
-        rid, vol, z, label = result
-        if rid < self._shown:
-            return  # an older request finished late
-        self._shown = rid
+        vol, z, label = result
         self.show_map(vol, z, label)
 
     def show_map(self, vol: np.ndarray, z: np.ndarray, label: str = "") -> None:
         """Put ``vol`` into the map layer (created on first use), iso rendering in 3D."""
-        apix = self.session.apix or 1.0
+        apix = self.session.apix  # None: pixels (layers.py)
         meta = {"z": np.asarray(z).tolist(), "run": str(self.session.workdir),
                 "epoch": self.session.epoch, "where": label}
         if MAP_LAYER in self.viewer.layers:
             layer = self.viewer.layers[MAP_LAYER]
             layer.data = vol
-            layer.scale = (apix,) * 3
+            geo = spatial(apix, 3, 3)
+            layer.scale, layer.units = geo["scale"], geo["units"]
             lo, hi = float(vol.min()), float(vol.max())
             layer.contrast_limits = (lo, hi if hi > lo else lo + 1)
             if self.auto_threshold.isChecked():
@@ -402,61 +466,74 @@ class ExploreWidget(QWidget):
         if s is None:
             return
         try:
-            p = s.polyline_path(s.space, verts, n=self.n_frames.value(), name="drawn path")
+            s.polyline_path(s.space, verts, n=self.n_frames.value(), name="drawn path")
         except InputError as e:
             show_error(str(e))
-            return
-        self.make_series(p.name, p.z)
 
     def _on_finish_clicked(self) -> None:
         if not self.scatter.finish_path():
             show_error("Draw a path first: choose Path and click at least two points.")
 
     def _on_pc_traversal(self) -> None:
-        p = self.session.pc_traversal(self.pc.value(), n=self.n_frames.value())
-        self.make_series(p.name, p.z)
+        self.session.pc_traversal(self.pc.value(), n=self.n_frames.value())
+
+    def _add_path(self, p) -> None:
+        self.session.add_path(p.name, p.z, p.indices, p.kind)
 
     def _on_kmeans_series(self) -> None:
-        self.session.k = self.k.value()
-        p = self.session.kmeans_path(self.k.value())
-        self.make_series(p.name, p.z)
+        s = self.session
+        s.k = self.k.value()
+        self.path_job.submit(s.kmeans_path, self.k.value(), add=False)
 
     def _on_graph_path(self) -> None:
         if len(self.picks) < 2:
             show_error("Pick two points first (Pick tool): the graph path joins the last two.")
             return
         i, j = self.picks[-2:]
+        self.path_job.submit(self.session.graph_path, i, j, add=False)
+
+    def _on_path_added(self, name: str, path=None) -> None:
+        self._draw_paths()
         s = self.session
-        worker = create_worker(_checked, s.graph_path, i, j, add=False)
+        p = s.paths.get(name)
+        if p is None:
+            return
+        job = self.series_jobs.get(name)
+        if job is None:
+            job = self.series_jobs[name] = LatestJob(
+                f"maps along {name}", on_result=self._show_series,
+                on_progress=lambda d, t, n=name: self.info.setText(f"{n}: map {d}/{t}"))
+        job.submit(_decode_series, s, name, np.asarray(p.z, np.float32))
 
-        def done(p):
-            if isinstance(p, InputError):
-                show_error(str(p))
-                return
-            s.add_path(p.name, p.z, p.indices, p.kind)
-            self.make_series(p.name, p.z)
+    def _on_path_changed(self, name: str, old=None, new=None) -> None:
+        self._on_path_added(name)
 
-        worker.returned.connect(done)
-        worker.errored.connect(lambda e: show_error(str(e)))
-        worker.start()
+    def _on_path_removed(self, name: str, path=None) -> None:
+        self._draw_paths()
+        job = self.series_jobs.pop(name, None)
+        if job is not None:
+            job.cancel()
+        self.series.pop(name, None)
+        if SERIES_PREFIX + name in self.viewer.layers:
+            self.viewer.layers.remove(SERIES_PREFIX + name)
+        i = self.series_box.findText(name)
+        if i >= 0:
+            self.series_box.removeItem(i)
 
     def make_series(self, name: str, z: np.ndarray) -> None:
-        """Decode a map at each row of ``z`` in a worker; then show a 4D layer (slider, play)."""
-        z = np.asarray(z, np.float32)
-        w = self._series_worker = create_worker(_decode_series, self.session, z)
-        w.yielded.connect(lambda p: self.info.setText(f"{name}: map {p[0]}/{p[1]}"))
-        w.returned.connect(lambda vols: self._show_series(name, z, vols))
-        w.errored.connect(lambda e: show_error(f"decoding {name} failed: {e}"))
-        w.finished.connect(lambda: setattr(self, "_series_worker", None))
-        w.start()
+        """A map series along latent points ``z``: added to the session as a path (its maps
+        are decoded in the background and shown as a 4D layer)."""
+        self.session.add_path(name, z)
 
-    def _show_series(self, name: str, z: np.ndarray, vols: np.ndarray) -> None:
+    def _show_series(self, result) -> None:
+        name, z, vols = result
+        s = self.session
+        p = s.paths.get(name)
+        if p is None or not np.array_equal(p.z, z):
+            return  # removed or changed meanwhile: its own job shows the new one
         self.series[name] = (z, vols)
-        apix = self.session.apix or 1.0
         lname = SERIES_PREFIX + name
-        data, kw, _ = map_layer(vols, apix, lname, {"z": z.tolist()})
-        kw["scale"] = (1.0, apix, apix, apix)
-        kw["iso_threshold"] = iso_level(vols[0])
+        data, kw, _ = map_layer(vols, s.apix, lname, {"z": z.tolist(), "epoch": s.epoch})
         if lname in self.viewer.layers:
             self.viewer.layers.remove(lname)
         self.viewer.add_image(data, **kw)
@@ -466,19 +543,22 @@ class ExploreWidget(QWidget):
         self.series_box.setCurrentText(name)
         self.info.setText(f"{name}: {len(z)} maps (slider or play on the first axis)")
 
-    def export(self, name: str, outdir, overwrite: bool = False) -> list[Path] | None:
-        """Write series ``name`` as MRC files + z_values.txt + ChimeraX script."""
+    def export(self, name: str, outdir, overwrite: bool = False) -> int | None:
+        """Write series ``name`` as MRC files + z_values.txt + ChimeraX script in the
+        background; returns the job's request id (None on bad input, notified)."""
         if name not in self.series:
             show_error(f"No map series named {name!r}; make one first.")
             return None
         z, vols = self.series[name]
         try:
-            paths = export_series(vols, z, outdir, self.session.apix or 1.0, overwrite)
+            apix = self.session.folder.require_apix("the exported maps")
         except InputError as e:
             show_error(str(e))
             return None
-        show_info(f"exported {len(paths)} maps to {outdir}")
-        return paths
+        return self.export_job.submit(export_series, vols, z, outdir, apix, overwrite)
+
+    def _on_exported(self, paths) -> None:
+        show_info(f"exported {len(paths)} maps to {Path(paths[0]).parent}")
 
     def _on_export_clicked(self) -> None:
         name = self.series_box.currentText()
@@ -540,31 +620,11 @@ class ExploreWidget(QWidget):
             return
         k = self.k.value()
         s.k = k
-        idx = s.nearest(s.space, (x, y))
-        worker = self._cluster_worker = create_worker(_checked, s.kmeans, k)
+        self.cluster_job.submit(_cluster_of, s, k, s.nearest(s.space, (x, y)), mode)
 
-        def done(result):
-            self._cluster_worker = None
-            if isinstance(result, InputError):
-                show_error(str(result))
-                return
-            s.select_clusters([int(result[0][idx])], k=k, mode=mode)
-
-        worker.returned.connect(done)
-        worker.start()
-
-    # -- session events ------------------------------------------------------------------------
-    def _on_session_selection(self, event=None) -> None:
-        s = self.session
-        self.scatter.set_selection(s.selection if s.n_selected else None)
-        self._update_info()
-
-    def _on_session_paths(self, event=None) -> None:
-        s = self.session
-        self.scatter.set_paths({n: s.path_xy(n, s.space) for n in s.paths})
-
-    def _on_session_epoch(self, event=None) -> None:
-        self._refresh_views()
+    def _select_cluster(self, result) -> None:
+        label, k, mode = result
+        self.session.select_clusters([label], k=k, mode=mode)
 
     def _update_info(self) -> None:
         s = self.session
@@ -573,6 +633,10 @@ class ExploreWidget(QWidget):
         ep = "final" if s.epoch is None else f"epoch {s.epoch}"
         self.info.setText(f"{s.n} particles, zdim {s.zdim}, {ep} · selected {s.n_selected} "
                           f"({100.0 * s.n_selected / max(s.n, 1):.1f}%)")
+
+    def closeEvent(self, event):  # noqa: N802 - Qt override
+        self._disconnect()
+        super().closeEvent(event)
 
 
 def _space_label(space: str) -> str:

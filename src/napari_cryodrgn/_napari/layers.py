@@ -1,7 +1,9 @@
-"""Layer data tuples for maps and particle stacks (voxel size as scale, z-y-x order).
+"""Layer data tuples for maps, map series and particle stacks (z-y-x order).
 
-Scales are in Angstrom; no layer sets napari units, so maps, stacks and series can share a
-viewer without unit conflicts."""
+Spatial axes carry the voxel size as scale and napari's unit ``angstrom``; a map whose files
+give no voxel size is shown in pixels (scale 1, unit ``pixel``: never a guessed 1 A), and the
+writer then records no voxel size either. Leading axes (a series' step, a stack's particle)
+are steps of 1 ``pixel``, napari's unit for plain indices."""
 
 from __future__ import annotations
 
@@ -9,16 +11,30 @@ import numpy as np
 
 from ..analysis.export import iso_level
 
+ANGSTROM = "angstrom"
+PIXEL = "pixel"
 
-def map_layer(vol: np.ndarray, apix: float, name: str, metadata: dict | None = None) -> tuple:
-    """A 3D map as an Image layer: iso rendering, voxel size in Angstrom as scale."""
+
+def spatial(apix: float | None, ndim: int, spatial_axes: int) -> dict:
+    """``scale`` and ``units`` of a layer whose last ``spatial_axes`` axes are in space."""
+    lead = ndim - spatial_axes
+    if apix is None:
+        return {"scale": (1.0,) * ndim, "units": (PIXEL,) * ndim}
+    return {"scale": (1.0,) * lead + (float(apix),) * spatial_axes,
+            "units": (PIXEL,) * lead + (ANGSTROM,) * spatial_axes}
+
+
+def map_layer(vol: np.ndarray, apix: float | None, name: str,
+              metadata: dict | None = None) -> tuple:
+    """A 3D map (or a 4D series of maps) as an Image layer: iso rendering, voxel size in
+    Angstrom as the scale of its last three axes."""
     vol = np.asarray(vol, np.float32)
     lo, hi = float(vol.min()), float(vol.max())
     kwargs = {
         "name": name,
-        "scale": (apix,) * vol.ndim,
+        **spatial(apix, vol.ndim, 3),
         "rendering": "iso",
-        "iso_threshold": iso_level(vol),
+        "iso_threshold": iso_level(vol if vol.ndim == 3 else vol[0]),
         "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
         "colormap": "gray",
         "metadata": {"apix": apix, **(metadata or {})},
@@ -26,11 +42,19 @@ def map_layer(vol: np.ndarray, apix: float, name: str, metadata: dict | None = N
     return (vol, kwargs, "image")
 
 
-def stack_layer(stack: np.ndarray, apix: float, name: str, metadata: dict | None = None) -> tuple:
+def image_layer(img: np.ndarray, apix: float | None, name: str,
+                metadata: dict | None = None) -> tuple:
+    """One 2D image."""
+    return (img, {"name": name, **spatial(apix, 2, 2), "colormap": "gray",
+                  "metadata": {"apix": apix, **(metadata or {})}}, "image")
+
+
+def stack_layer(stack: np.ndarray, apix: float | None, name: str,
+                metadata: dict | None = None) -> tuple:
     """A particle stack as a stack of 2D images (slider over particles), not a volume."""
     kwargs = {
         "name": name,
-        "scale": (1.0, apix, apix),  # Angstrom in y and x; one step per particle
+        **spatial(apix, 3, 2),
         "colormap": "gray",
         "metadata": {"apix": apix, "particle_stack": True, **(metadata or {})},
     }

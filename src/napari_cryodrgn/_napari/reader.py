@@ -12,7 +12,7 @@ from ..analysis.overview import is_run_folder, typical_map
 from ..errors import InputError
 from ..io.mrc import memmap_mrc, read_mrc_header
 from .explore_widget import MAP_LAYER
-from .layers import map_layer, stack_layer
+from .layers import image_layer, map_layer, stack_layer
 from .notify import user_error
 
 MAP_SUFFIXES = (".mrc", ".map")
@@ -50,21 +50,20 @@ def read_paths(path) -> list:
 def read_mrc_file(path: Path) -> list:
     """A volume as a 3D map layer, a stack (.mrcs or a space-group-0 .mrc) as 2D images."""
     header = read_mrc_header(path)
-    apix = header.apix or 1.0
+    apix = header.apix  # None: shown in pixels (layers.py), never a guessed voxel size
+    if apix is None:
+        from .notify import show_warning
+
+        show_warning(f"{path}: the header gives no voxel size; shown in pixels")
     data = memmap_mrc(header)
     if path.suffix.lower() in STACK_SUFFIXES or header.stack or header.shape[0] == 1:
         if header.shape[0] == 1:
             img = np.array(data[0], np.float32)
-            return [(img, _image_kwargs(apix, path.stem), "image")]
+            return [image_layer(img, apix, path.stem, {"path": str(path)})]
         layer = stack_layer(data, apix, path.stem, {"path": str(path)})
         layer[1]["contrast_limits"] = _sample_limits(data)
         return [layer]
     return [map_layer(np.array(data, np.float32), apix, path.stem, {"path": str(path)})]
-
-
-def _image_kwargs(apix: float, name: str) -> dict:
-    return {"name": name, "scale": (apix, apix), "colormap": "gray",
-            "metadata": {"apix": apix}}
 
 
 def _sample_limits(stack) -> tuple[float, float]:
@@ -80,6 +79,11 @@ def read_run(path: Path, explore: bool = True) -> list:
     layer the Explore dock updates; the dock opens on the run once napari has added it."""
     ov = typical_map(path)
     meta = {"run": str(path), "epoch": ov.epoch, "z": ov.z.tolist(), "particle": ov.particle}
+    if ov.apix is None:
+        from .notify import show_warning
+
+        show_warning(f"{path}: the voxel size is unknown (config.yaml records no pixel size and "
+                     "the run's CTF file is not found); the map is shown in pixels")
     if explore:
         open_explorer_later(path)
     return [map_layer(ov.volume, ov.apix, MAP_LAYER, meta)]

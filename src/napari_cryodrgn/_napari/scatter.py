@@ -90,6 +90,11 @@ class LatentScatter(QWidget):
     rectFinished = Signal(object, object, str)  # corner, corner, selection mode
     clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
 
+    def set_foreground(self, colour: str) -> None:
+        """The colour of the path being drawn (the theme's text colour)."""
+        self.draft.setPen(pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine))
+        self.draft.setSymbolBrush(colour)
+
     def __init__(self, max_display: int = 20_000, parent=None):
         super().__init__(parent)
         self.max_display = max_display
@@ -105,8 +110,9 @@ class LatentScatter(QWidget):
         self.selected_item = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*SELECT_BRUSH))
         self.selected_item.setZValue(10)
         self.path_items: list[pg.PlotDataItem] = []
-        self.draft = pg.PlotDataItem(pen=pg.mkPen("w", width=2, style=Qt.PenStyle.DashLine),
-                                     symbol="o", symbolSize=6, symbolBrush="w")
+        self.path_names: list[str] = []
+        self.draft = pg.PlotDataItem(symbol="o", symbolSize=6)
+        self.set_foreground("#f0f1f2")
         self.draft.setZValue(30)
         self.marker = pg.ScatterPlotItem(size=20, symbol="+", pen=pg.mkPen("r", width=3),
                                          brush=None)
@@ -190,6 +196,7 @@ class LatentScatter(QWidget):
         for it in self.path_items:
             self.plot.removeItem(it)
         self.path_items = []
+        self.path_names = list(paths)
         for i, xy in enumerate(paths.values()):
             colour = CATEGORY_COLOURS[(i + 3) % len(CATEGORY_COLOURS)]
             it = pg.PlotDataItem(xy[:, 0], xy[:, 1], pen=pg.mkPen(*colour, width=2),

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from napari.qt.threading import create_worker
 from qtpy.QtWidgets import (
     QFileDialog,
     QGridLayout,
@@ -19,6 +18,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import InputError
 from .gallery import Gallery
+from .jobs import LatestJob
 from .notify import show_error, show_info
 
 EMPTY_TIP = "Select particles first (Lasso, Rectangle or Clusters on the scatter)."
@@ -27,10 +27,7 @@ EMPTY_TIP = "Select particles first (Lasso, Rectangle or Clusters on the scatter
 def _pairs(session, indices):
     from ..analysis.gallery import particle_pairs
 
-    try:
-        raw, proj = particle_pairs(session, indices, lowpass=0.5, normalize=True)
-    except InputError as e:
-        return e
+    raw, proj = particle_pairs(session, indices, lowpass=0.5, normalize=True)
     return indices, raw, proj
 
 
@@ -38,10 +35,7 @@ def _export(ind, workdir, out: Path):
     from ..analysis.filtering import export_subsets
 
     kind = out.suffix.lower().lstrip(".")
-    try:
-        return export_subsets(ind, workdir=workdir, **{kind: out})
-    except InputError as e:
-        return e
+    return export_subsets(ind, workdir=workdir, **{kind: out})
 
 
 class SelectPanel(QGroupBox):
@@ -59,6 +53,11 @@ class SelectPanel(QGroupBox):
         self.save_btn = QPushButton("Save index…")
         self.export_btn = QPushButton("Export subset…")
         self.train_btn = QPushButton("Train on selection")
+        self.locate_btn = QPushButton("Locate index file…")
+        self.locate_btn.setToolTip("The run was trained on a subset whose index file is not "
+                                   "where config.yaml says: give it to save, export or train "
+                                   "in original-stack numbering")
+        self.locate_btn.clicked.connect(self._on_locate_clicked)
         self.n_gallery = QSpinBox()
         self.n_gallery.setRange(1, 64)
         self.n_gallery.setValue(12)
@@ -74,6 +73,9 @@ class SelectPanel(QGroupBox):
         self.train_btn.clicked.connect(self._on_train_clicked)
         self.gallery = Gallery()
         self.gallery.particleClicked.connect(self.highlight)
+        self.gallery_job = LatestJob("gallery", on_result=self._on_pairs,
+                                     on_error=self._on_gallery_error)
+        self.export_job = LatestJob("subset export", on_result=self._on_exported)
         grid = QGridLayout()
         grid.addWidget(self.count, 0, 0, 1, 3)
         for k, b in enumerate((self.invert_btn, self.clear_btn, self.undo_btn)):
@@ -84,20 +86,22 @@ class SelectPanel(QGroupBox):
         grid.addWidget(self.save_btn, 3, 0)
         grid.addWidget(self.export_btn, 3, 1)
         grid.addWidget(self.train_btn, 3, 2)
+        grid.addWidget(self.locate_btn, 4, 0, 1, 3)
         lay = QVBoxLayout(self)
         lay.addLayout(grid)
         lay.addWidget(self.gallery)
-        self._gallery_worker = None
         self.update_state()
 
     def set_session(self, session) -> None:
         if self.session is not None:
-            self.session.events.disconnect("selection", self.update_state)
+            self.session.selection.changed.disconnect(self.update_state)
+            self.session.events.colourings.disconnect(self.update_state)
         self.session = session
-        session.events.connect("selection", self.update_state)
+        session.selection.changed.connect(self.update_state, thread="main")
+        session.events.colourings.connect(self.update_state, thread="main")  # index located
         self.update_state()
 
-    def update_state(self, event=None) -> None:
+    def update_state(self, *_) -> None:
         s = self.session
         n_sel = s.n_selected if s is not None else 0
         if s is None:
@@ -108,6 +112,7 @@ class SelectPanel(QGroupBox):
             b.setEnabled(n_sel > 0)
         for b in (self.save_btn, self.export_btn, self.train_btn):
             b.setToolTip(b.toolTip() if n_sel else EMPTY_TIP)
+        self.locate_btn.setVisible(s is not None and index_missing(s.folder))
         self.invert_btn.setEnabled(s is not None)
         self.clear_btn.setEnabled(n_sel > 0)
         self.undo_btn.setEnabled(s is not None and s.can_undo)
@@ -121,27 +126,24 @@ class SelectPanel(QGroupBox):
         if s is None or not s.n_selected:
             show_error(EMPTY_TIP)
             return
-        rows = np.flatnonzero(s.selection)
+        rows = s.selection.indices()
         n = min(self.n_gallery.value(), len(rows))
         pick = rows[np.linspace(0, len(rows) - 1, n).astype(int)]
         self.gallery.caption.setText(f"computing {n} projections…")
-        w = self._gallery_worker = create_worker(_pairs, s, pick)
-        w.returned.connect(self._on_pairs)
-        w.start()
+        self.gallery_job.submit(_pairs, s, pick)
+
+    def _on_gallery_error(self, message: str) -> None:
+        show_error(message)
+        self.gallery.caption.setText(message)
 
     def _on_pairs(self, result) -> None:
-        self._gallery_worker = None
-        if isinstance(result, InputError):
-            show_error(str(result))
-            self.gallery.caption.setText(str(result))
-            return
         idx, raw, proj = result
         self.gallery.set_pairs(idx, raw, proj, f"{len(idx)} of {self.session.n_selected} "
                                "selected: raw | model projection (click to locate)")
 
     @property
     def gallery_ready(self) -> bool:
-        return self._gallery_worker is None and bool(self.gallery.thumbnails)
+        return not self.gallery_job.busy and bool(self.gallery.thumbnails)
 
     def highlight(self, index: int) -> None:
         """Mark particle ``index`` on the scatter (and remember it as a pick)."""
@@ -165,7 +167,7 @@ class SelectPanel(QGroupBox):
 
     def export_subset(self, path):
         """Save the index next to ``path`` (…_ind.pkl), then write the .star/.cs/.mrcs subset
-        in a worker. Returns the worker (or None on bad input)."""
+        in a worker. Returns the job's request id (or None on bad input)."""
         path = Path(path)
         if path.suffix.lower() not in (".star", ".cs", ".mrcs"):
             show_error(f"{path.name}: choose a .star, .cs or .mrcs file name")
@@ -176,15 +178,9 @@ class SelectPanel(QGroupBox):
         saved = self.save_index(path.with_name(path.stem + "_ind.pkl"))
         if saved is None:
             return None
-        w = create_worker(_export, saved[0], self.session.workdir, path)
-        w.returned.connect(self._on_exported)
-        w.start()
-        return w
+        return self.export_job.submit(_export, saved[0], self.session.folder, path)
 
     def _on_exported(self, result) -> None:
-        if isinstance(result, InputError):
-            show_error(str(result))
-            return
         for e in result:
             show_info(f"wrote {e.count} particles to {e.path}")
 
@@ -201,6 +197,25 @@ class SelectPanel(QGroupBox):
             "RELION (*.star);;cryoSPARC (*.cs);;Stack (*.mrcs)")
         if path:
             self.export_subset(path)
+
+    def locate_index(self, path) -> bool:
+        """Give the run's index file (the recorded one is not found)."""
+        try:
+            self.session.locate_index(path)
+        except InputError as e:
+            show_error(str(e))
+            return False
+        show_info(f"{self.session.workdir.name}: particle numbering from {path}")
+        self.update_state()
+        return True
+
+    def _on_locate_clicked(self) -> None:
+        rec = self.session.folder.recorded("ind")
+        path, _ = QFileDialog.getOpenFileName(
+            self, f"Locate the index file the run was trained with ({rec.name if rec else ''})",
+            str(self.session.workdir.parent), "Index (*.pkl *.txt);;All files (*)")
+        if path:
+            self.locate_index(path)
 
     # -- re-training ---------------------------------------------------------------------------
     def train_on_selection(self, outdir=None, **overrides):
@@ -223,6 +238,11 @@ class SelectPanel(QGroupBox):
 
     def _on_train_clicked(self) -> None:
         self.train_on_selection()
+
+
+def index_missing(folder) -> bool:
+    """Whether a run trained on a subset cannot find its index file."""
+    return folder.has_index and folder.recorded("ind") is not None and folder.index_file is None
 
 
 def _free_name(p: Path) -> Path:

@@ -16,15 +16,11 @@ import numpy as np
 import pyqtgraph as pg
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -33,37 +29,22 @@ from ..analysis.embed import fit_pca
 from ..errors import InputError, TrainingDiverged
 from ..io.mrc import read_mrc_header
 from ..training.checkpoint import epochs_in, resume_point
+from ..training.events import format_duration
+from ..training.outdir import check_new_run_folder
+from ..training.settings import TrainSettings, batch_for_box, preset_for_box
 from .loss_plot import LossPlot
 from .notify import show_error, show_info
-from .widgets import PathEdit, format_duration
+from .plot_theme import follow_theme
+from .settings_form import SettingsForm
 
 log = logging.getLogger(__name__)
 
-#: Network presets: (layers, width) of encoder and decoder.
-PRESETS = {
-    "tiny, for a quick look (64 x 2)": (2, 64),
-    "small (256 x 3)": (3, 256),
-    "medium (512 x 3)": (3, 512),
-    "cryoDRGN default (1024 x 3)": (3, 1024),
-}
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PARTICLE_FILTER = "Particles (*.mrcs *.mrc *.star *.cs *.txt);;All files (*)"
-META_FILTER = "Poses / CTF (*.pkl *.star *.cs);;All files (*)"
 SHUTDOWN_WAIT_S = 60.0
 
 
 def gui_threads() -> int:
     """Torch threads for training in the GUI: every core but one."""
     return max(1, (os.cpu_count() or 2) - 1)
-
-
-def preset_for_box(D: int) -> str:
-    """A network size that trains in reasonable time for the box size."""
-    if D <= 64:
-        return "small (256 x 3)"
-    if D <= 160:
-        return "medium (512 x 3)"
-    return "cryoDRGN default (1024 x 3)"
 
 
 def pca2(z: np.ndarray) -> np.ndarray:
@@ -157,41 +138,11 @@ class TrainWidget(QWidget):
 
     # -- layout ------------------------------------------------------------------------------
     def _build(self) -> None:
-        self.particles = PathEdit("file", PARTICLE_FILTER, ".mrcs, .star, .cs or .txt")
-        self.poses = PathEdit("file", META_FILTER, "pose .pkl (or the .star/.cs)")
-        self.ctf = PathEdit("file", META_FILTER, "CTF .pkl (or the .star/.cs)")
-        self.outdir = PathEdit("dir", placeholder="a new folder for the run")
-        self.zdim = _spin(1, 256, 8)
-        self.epochs = _spin(1, 10000, 20)
-        self.batch = _spin(1, 4096, 16)
-        self.beta = QDoubleSpinBox()
-        self.beta.setRange(0.0, 1000.0)
-        self.beta.setDecimals(4)
-        self.beta.setSingleStep(0.01)
-        self.beta.setSpecialValueText("auto (1 / zdim)")
-        self.lr = QDoubleSpinBox()
-        self.lr.setRange(1e-6, 1.0)
-        self.lr.setDecimals(6)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setValue(1e-3)
-        self.preset = QComboBox()
-        self.preset.addItems(list(PRESETS))
-        self.preset.setCurrentText("small (256 x 3)")
-        self.device = QComboBox()
-        self.device.addItems(list(DEVICES))
-        self.seed = _spin(0, 2**31 - 1, 0)
-        self.particles.textChanged.connect(self._on_particles_changed)
-
-        form = QFormLayout()
-        for label, w in (("Particles", self.particles), ("Poses", self.poses),
-                         ("CTF", self.ctf), ("Output folder", self.outdir),
-                         ("Latent dim (zdim)", self.zdim), ("Epochs", self.epochs),
-                         ("Batch size", self.batch), ("Beta (KL weight)", self.beta),
-                         ("Learning rate", self.lr), ("Network", self.preset),
-                         ("Device", self.device), ("Seed", self.seed)):
-            form.addRow(label, w)
+        # the settings: one widget per setting the declaration shows (training/settings.py)
+        self.form = SettingsForm()
+        self.form["particles"].changed.connect(self._on_particles_changed)
         inputs = QGroupBox("Inputs and settings")
-        inputs.setLayout(form)
+        QVBoxLayout(inputs).addWidget(self.form.native)
 
         self.start_btn = QPushButton("Start")
         self.stop_btn = QPushButton("Stop")
@@ -220,6 +171,7 @@ class TrainWidget(QWidget):
         self.latent_points = pg.ScatterPlotItem(size=3, pen=None,
                                                 brush=pg.mkBrush(120, 200, 255, 90))
         self.latent.addItem(self.latent_points)
+        follow_theme(self.viewer, self.loss_plot.view, self.latent)
 
         lay = QVBoxLayout(self)
         lay.addWidget(inputs)
@@ -258,30 +210,21 @@ class TrainWidget(QWidget):
 
     def set_inputs(self, particles=None, poses=None, ctf=None, outdir=None) -> None:
         """Fill the path fields (used by sample data, tests and 'Train on selection')."""
-        for edit, value in ((self.particles, particles), (self.poses, poses),
-                            (self.ctf, ctf), (self.outdir, outdir)):
-            if value is not None:
-                edit.setText(value)
+        given = {"particles": particles, "poses": poses, "ctf": ctf, "outdir": outdir}
+        self.form.set(**{k: str(v) for k, v in given.items() if v is not None})
 
     def use_layer_files(self, layer) -> bool:
         """Fill empty path fields from a layer that knows its files (e.g. the sample data)."""
         meta = getattr(layer, "metadata", None) or {}
-        if "particles" not in meta or self.particles.text():
+        if "particles" not in meta or self.form["particles"].value is not None:
             return False
         self.set_inputs(particles=meta["particles"], poses=meta.get("poses"),
                         ctf=meta.get("ctf"))
         return True
 
-    def settings(self) -> dict:
-        """Training settings from the form, as keyword arguments of ``make_trainer``."""
-        layers, width = PRESETS[self.preset.currentText()]
-        return dict(
-            zdim=self.zdim.value(), num_epochs=self.epochs.value(),
-            batch_size=self.batch.value(), lr=float(self.lr.value()),
-            beta=None if self.beta.value() == 0 else float(self.beta.value()),
-            qdim=width, qlayers=layers, pdim=width, players=layers,
-            device=self.device.currentText(), seed=self.seed.value(),
-        )
+    def settings(self) -> TrainSettings:
+        """The training settings in the form (not yet checked)."""
+        return self.form.settings()
 
     # -- slots -------------------------------------------------------------------------------
     def _on_active_layer(self, event=None) -> None:
@@ -289,36 +232,38 @@ class TrainWidget(QWidget):
         if layer is not None and self.use_layer_files(layer):
             self.status.setText(f"Using the files of layer '{layer.name}'.")
 
-    def _on_particles_changed(self, text: str) -> None:
-        p = Path(text.strip())
+    def _on_particles_changed(self, value) -> None:
+        if value is None:
+            return
+        p = Path(value)
         if p.suffix.lower() in (".star", ".cs"):
-            for edit in (self.poses, self.ctf):
-                if not edit.text():
-                    edit.setText(str(p))
+            for key in ("poses", "ctf"):
+                if self.form[key].value is None:
+                    self.form[key].value = p
         elif p.suffix.lower() in (".mrcs", ".mrc") and p.is_file():
             try:
                 D = read_mrc_header(p).shape[-1]
             except InputError:
                 return
-            self.preset.setCurrentText(preset_for_box(D))
-            self.batch.setValue(8 if D <= 48 else 16)
+            self.form.preset.value = preset_for_box(D)
+            self.form["batch_size"].value = batch_for_box(D)
 
     def _on_start(self) -> None:
         if self.running:
             return
         try:
-            particles, poses, ctf, outdir = self._checked_inputs()
-            _refuse_nonempty(outdir)
+            settings = self.settings().checked()
+            check_new_run_folder(settings.outdir)  # the CLI's rule (training/outdir.py)
         except InputError as e:
             show_error(str(e))
             self.status.setText(str(e))
             return
-        kw = self.settings()
+        outdir = settings.outdir
 
         def factory():
-            from ..training.api import make_trainer
+            from ..training.api import trainer_for
 
-            return make_trainer(particles, poses, outdir, ctf=ctf, **kw)
+            return trainer_for(settings)
 
         self.loss_plot.clear()
         self.latent_points.setData([], [])
@@ -328,7 +273,8 @@ class TrainWidget(QWidget):
     def _on_resume(self) -> None:
         if self.running:
             return
-        outdir = self.outdir.text()
+        outdir = self.form["outdir"].value
+        outdir = None if outdir is None else str(outdir)
         try:
             if not outdir:
                 raise InputError("Choose the output folder of the run to resume.")
@@ -337,7 +283,7 @@ class TrainWidget(QWidget):
                 raise InputError(f"{outdir} holds no training run to resume.")
             eps = epochs_in(outdir)
             done = eps[-1] if eps else 0
-            if kind != "mid-epoch" and self.epochs.value() <= done:
+            if kind != "mid-epoch" and self.form["num_epochs"].value <= done:
                 raise InputError(
                     f"{outdir} already has {done} epochs; set Epochs above {done} "
                     "to train further.")
@@ -345,7 +291,7 @@ class TrainWidget(QWidget):
             show_error(str(e))
             self.status.setText(str(e))
             return
-        n = self.epochs.value()
+        n = self.form["num_epochs"].value
 
         def factory():
             from ..training.api import resume_trainer
@@ -365,7 +311,7 @@ class TrainWidget(QWidget):
             show_error("A training is already running in the Train dock; stop it first.")
             return
         try:
-            _refuse_nonempty(str(outdir))
+            check_new_run_folder(outdir)
         except InputError as e:
             show_error(str(e))
             return
@@ -452,36 +398,3 @@ class TrainWidget(QWidget):
         for w in (self.start_btn, self.resume_btn):
             w.setEnabled(not running)
         self.stop_btn.setEnabled(running)
-
-    # -- helpers -----------------------------------------------------------------------------
-    def _checked_inputs(self):
-        particles, poses, ctf, outdir = (e.text() for e in (self.particles, self.poses,
-                                                             self.ctf, self.outdir))
-        if not particles:
-            raise InputError("Choose a particle file (.mrcs, .star, .cs or .txt).")
-        if not poses:
-            raise InputError("Choose a pose file (.pkl, or the .star/.cs with the particles).")
-        if not outdir:
-            raise InputError("Choose an output folder for the run.")
-        for label, p in (("Particles", particles), ("Poses", poses), ("CTF", ctf)):
-            if p and not Path(p).is_file():
-                raise InputError(f"{label}: {p} does not exist.")
-        return particles, poses, ctf or None, outdir
-
-
-def _refuse_nonempty(outdir: str) -> None:
-    p = Path(outdir)
-    if p.exists() and not p.is_dir():
-        raise InputError(f"Output folder {p} is an existing file; choose a folder name.")
-    if p.is_dir() and any(p.iterdir()):
-        run = resume_point(p)[0] is not None or (p / "config.yaml").is_file()
-        what = "holds a training run" if run else "is not empty"
-        raise InputError(f"Output folder {p} {what}; nothing was overwritten. Choose a new "
-                         "folder, or press Resume to continue a run in it.")
-
-
-def _spin(lo: int, hi: int, value: int) -> QSpinBox:
-    s = QSpinBox()
-    s.setRange(lo, hi)
-    s.setValue(value)
-    return s

@@ -37,11 +37,3 @@ class PathEdit(QWidget):
             path, _ = QFileDialog.getOpenFileName(self, "Choose a file", self.text(), self.filter)
         if path:
             self.setText(path)
-
-
-def format_duration(seconds: float) -> str:
-    """1:02:03 / 2:03 style durations for progress text."""
-    s = int(round(max(seconds, 0.0)))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -37,12 +37,12 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import check_writable_dir, replace_dir
 from ..io.mrc import write_mrc
+from ..io.runfolder import Latents, RunFolder
 from ..io.safepickle import save_pickle
 from ..training.events import Progress
 from . import figures
 from .cluster import kmeans, nearest_points
 from .embed import cached_umap, fit_pca, umap_available
-from .latents import Latents, analysis_dir, load_latents, umap_cache_paths
 from .runlog import read_losses
 from .traverse import (
     graph_path,
@@ -85,7 +85,8 @@ def run_analysis(workdir, epoch: int | None = None, ksample: int = 20, pcs: int 
     progress.
     """
     st = AnalysisSettings(ksample=ksample, pcs=pcs, **kwargs)
-    lat = load_latents(workdir, epoch)
+    folder = RunFolder.of(workdir)
+    lat = folder.latents(epoch).explorable()
     n, zdim = lat.z.shape
     for name in ("ksample", "pcs", "n_per_pc"):
         v = getattr(st, name)
@@ -100,7 +101,7 @@ def run_analysis(workdir, epoch: int | None = None, ksample: int = 20, pcs: int 
         if len(st.anchors) < 2 or any(not 0 <= a < n for a in st.anchors):
             raise InputError(f"--anchors needs two or more particle indices in 0..{n - 1}, "
                              f"got {list(st.anchors)}")
-    out = Path(outdir) if outdir is not None else analysis_dir(lat.workdir, lat.epoch)
+    out = Path(outdir) if outdir is not None else folder.analysis_dir(lat.epoch)
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it, or -o to write "
                          "the analysis elsewhere")
@@ -109,37 +110,28 @@ def run_analysis(workdir, epoch: int | None = None, ksample: int = 20, pcs: int 
     check_writable_dir(out.parent)
     decoder, apix = None, st.apix
     if not st.skip_vol:
-        decoder, run_apix_ = _decoder(lat, st)
         if apix is None:
-            apix = run_apix_
-    return _run(lat, st, out, decoder, apix)
+            apix = folder.require_apix("the maps")
+        decoder = _decoder(folder, lat, st)
+    return _run(folder, lat, st, out, decoder, apix)
 
 
-def _decoder(lat: Latents, st: AnalysisSettings):
-    from ..model.load import load_run
+def _decoder(folder: RunFolder, lat: Latents, st: AnalysisSettings):
     from ..training.trainer import pick_device, pick_precision
-    from .volumes import run_apix
 
     dev = pick_device(st.device)
-    run = load_run(lat.workdir, lat.epoch, device=dev)
-    if run.model.zdim != lat.z.shape[1]:
-        raise InputError(f"{run.weights}: the model's zdim is {run.model.zdim} but "
-                         f"{lat.zfile.name} has {lat.z.shape[1]}; the files come from "
-                         "different runs")
-    apix = run_apix(run)
-    if apix is None:
-        log.warning("pixel size unknown (pass --Apix); writing maps with 1.0 A voxels")
-        apix = 1.0
-    return run.volume_decoder(precision=pick_precision(dev, st.precision), device=dev), apix
+    run = folder.model(lat.epoch, device=dev)
+    return run.volume_decoder(precision=pick_precision(dev, st.precision), device=dev)
 
 
-def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterator[Progress]:
+def _run(run: RunFolder, lat: Latents, st: AnalysisSettings, out: Path, decoder,
+         apix) -> Iterator[Progress]:
     z = lat.z
     n, zdim = z.shape
     tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     do_umap = not st.skip_umap and zdim > 2
     if do_umap and not umap_available() and not any(p.is_file() for p in
-                                                     _umap_sources(lat, out)):
+                                                     _umap_sources(run, lat, out)):
         log.warning("umap-learn is not installed: UMAP skipped (pip install "
                     "'napari-cryodrgn[umap]')")
         do_umap = False
@@ -163,7 +155,7 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
     tmp.mkdir()
     try:
         yield ev("start", f"analysing epoch {lat.epoch if lat.epoch is not None else 'final'}"
-                 f" of {lat.workdir}: {n} particles, zdim {zdim} -> {out}", advance=0)
+                 f" of {run.workdir}: {n} particles, zdim {zdim} -> {out}", advance=0)
         yield ev("step", "PCA")
         pca = fit_pca(z)
         pc = pca.transform(z)
@@ -173,7 +165,7 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
         umap_xy = None
         yield ev("step", "UMAP" if do_umap else "UMAP skipped")
         if do_umap:
-            umap_xy, src = cached_umap(z, _umap_sources(lat, out), seed=None)
+            umap_xy, src = cached_umap(z, _umap_sources(run, lat, out), seed=None)
             if src is not None:
                 log.info("UMAP read from %s", src)
             save_pickle(tmp / "umap.pkl", umap_xy)
@@ -247,7 +239,7 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
         yield ev("step", "figures")
         epoch = lat.epoch
         figures.learning_curve_plot(tmp / f"learning_curve_epoch{epoch or 'final'}.png",
-                                    read_losses(lat.workdir / "run.log"), epoch)
+                                    read_losses(run.workdir / "run.log"), epoch)
         figures.scatter_plot(tmp / "z_pca.png", pca_xy, *pca_lab)
         figures.density_plot(tmp / "z_pca_hexbin.png", pca_xy, *pca_lab)
         if umap_xy is not None:
@@ -261,8 +253,8 @@ def _run(lat: Latents, st: AnalysisSettings, out: Path, decoder, apix) -> Iterat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _umap_sources(lat: Latents, out: Path) -> list[Path]:
-    return [out / "umap.pkl", *umap_cache_paths(lat.workdir, lat.epoch)]
+def _umap_sources(run: RunFolder, lat: Latents, out: Path) -> list[Path]:
+    return [out / "umap.pkl", *run.umap_cache_paths(lat.epoch)]
 
 
 def _spread(steps: np.ndarray, n: int) -> np.ndarray:

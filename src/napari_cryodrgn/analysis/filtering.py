@@ -66,9 +66,9 @@ def write_polygon(path, polygon, space: str = "") -> None:
 def analysis_kmeans_labels(workdir, epoch: int | None, k: int, n: int) -> Path | None:
     """``WORKDIR/analyze.N/kmeansK/labels.pkl`` (ours or cryoDRGN's) when it holds ``n``
     labels, else None."""
-    from .latents import analysis_dir
+    from ..io.runfolder import RunFolder
 
-    p = analysis_dir(workdir, epoch) / f"kmeans{k}" / "labels.pkl"
+    p = RunFolder.of(workdir).analysis_dir(epoch) / f"kmeans{k}" / "labels.pkl"
     if not p.is_file():
         return None
     from ..io.safepickle import load_pickle
@@ -154,14 +154,20 @@ class SelectionResult:
 
 def select_particles(workdir, epoch: int | None = None, kmeans: int | None = None,
                      kmeans_labels=None, polygon=None, space: str = "umap",
-                     invert: bool = False, saved: bool = False) -> SelectionResult:
+                     invert: bool = False, saved: bool = False,
+                     ind=None, kmeans_seed: int = 0,
+                     kmeans_from: str = "explorer") -> SelectionResult:
     """Particles of a run chosen by k-means clusters and/or a lasso polygon.
 
     Criteria are combined as a union: the particles in any of ``kmeans_labels`` (clusters of
-    k-means with ``kmeans`` clusters, default 20; the labels of ``analyze.N/kmeansK`` when that
-    analysis exists, else computed as the explorer does), plus those inside ``polygon`` ((M, 2)
+    k-means with ``kmeans`` clusters, default 20, and ``kmeans_seed``: the explorer's k-means,
+    :meth:`Session.kmeans`, so the same K and seed mean the same particles as the Explore
+    dock's Clusters tool; with ``kmeans_from='analyze'`` the labels of ``analyze.N/kmeansK``
+    instead, which come from that analysis's own run), plus those inside ``polygon`` ((M, 2)
     vertices or a polygon file) on view ``space``, plus the explorer's saved selection when
-    ``saved``. ``invert`` then keeps the rest. The UMAP is the one the explorer shows
+    ``saved``. ``invert`` then keeps the rest. ``ind``: the run's index file, when the one its
+    config.yaml records is not found (the selection is saved in original-stack numbering, which
+    needs it). The UMAP is the one the explorer shows
     (``analyze.N/umap.pkl`` or the explorer's cache), computed and cached when neither exists.
     """
     from ..io.index import compose_index
@@ -171,9 +177,10 @@ def select_particles(workdir, epoch: int | None = None, kmeans: int | None = Non
         raise InputError("nothing to select: give --kmeans-labels, --polygon or --saved")
     if kmeans is not None and kmeans_labels is None:
         raise InputError("--kmeans needs --kmeans-labels (the clusters to select)")
-    s = Session.open(workdir, epoch, check_weights=False, autosave=True)
+    s = Session.open(workdir, epoch, ind=ind, check_weights=False, autosave=True)
+    universe = s.particle_ind  # the original numbering first: never guessed
     notes = []
-    mask = s.selection.copy() if saved else np.zeros(s.n, bool)
+    mask = s.selection.mask.copy() if saved else np.zeros(s.n, bool)
     if saved:
         notes.append(f"explorer's saved selection: {int(mask.sum())} particles")
     if polygon is not None:
@@ -193,23 +200,32 @@ def select_particles(workdir, epoch: int | None = None, kmeans: int | None = Non
         if want.size == 0 or want.min() < 0 or want.max() >= k:
             raise InputError(f"--kmeans-labels must be cluster numbers in 0..{k - 1}, got "
                              f"{want.tolist()}")
-        p = analysis_kmeans_labels(s.workdir, s.epoch, k, s.n)
-        if p is not None:
+        if kmeans_from == "analyze":
+            p = analysis_kmeans_labels(s.workdir, s.epoch, k, s.n)
+            if p is None:
+                raise InputError(
+                    f"--kmeans-from analyze: no analyze.{s.epoch}/kmeans{k}/labels.pkl with "
+                    f"{s.n} labels in {s.workdir}; run `napari-cryodrgn analyze --epoch "
+                    f"{s.epoch} --ksample {k}` first, or leave out --kmeans-from")
             from ..io.safepickle import load_pickle
 
             labels = np.asarray(load_pickle(p), np.int64)
             notes.append(f"k-means labels from {p}")
-        else:
+        elif kmeans_from == "explorer":
             if not 1 <= k <= s.n:
                 raise InputError(f"k-means needs 1 to {s.n} clusters, not {k}")
-            labels = s.kmeans(k)[0]
-            notes.append(f"k-means (K={k}, seed 0) computed on z")
+            if int(kmeans_seed) < 0:
+                raise InputError(f"--kmeans-seed {kmeans_seed}: expected an integer >= 0")
+            labels = s.kmeans(k, seed=int(kmeans_seed))[0]  # the Explore dock's k-means
+            notes.append(f"k-means (K={k}, seed {kmeans_seed}) computed on z, as the explorer "
+                         "does")
+        else:
+            raise InputError(f"--kmeans-from {kmeans_from!r}: expected explorer or analyze")
         inclusters = np.isin(labels, want)
         notes.append(f"clusters {want.tolist()}: {int(inclusters.sum())} particles")
         mask |= inclusters
     if invert:
         mask = ~mask
-    universe = s.particle_ind
     return SelectionResult(mask, np.sort(compose_index(universe, np.flatnonzero(mask))), universe,
                            notes)
 
@@ -261,7 +277,7 @@ def export_subsets(ind, *, workdir=None, star=None, cs=None, mrcs=None, source=N
     """
     from ..io.index import load_index
     from ..io.particles import open_particles
-    from ..io.rundata import RunDataset
+    from ..io.runfolder import RunFolder
     from ..io.subset import (
         check_rows,
         write_cs_subset,
@@ -279,7 +295,7 @@ def export_subsets(ind, *, workdir=None, star=None, cs=None, mrcs=None, source=N
             raise InputError(f"{p} exists; choose another name or pass --overwrite")
         if not p.parent.is_dir():
             raise InputError(f"{p}: folder {p.parent} does not exist")
-    run = RunDataset.open(workdir) if workdir is not None else None
+    run = RunFolder.of(workdir) if workdir is not None else None
     src = Path(source) if source else None
     if src is not None and src.suffix.lower() not in (".star", ".cs"):
         raise InputError(f"--source {src}: give the .star or .cs file that lists every "

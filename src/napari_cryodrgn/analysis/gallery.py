@@ -31,8 +31,7 @@ from ..errors import InputError
 from ..geometry.ctf import ctf_for_params
 from ..geometry.lattice import translate_ht
 from ..geometry.transforms import fft_center, ifft_center, iht2_center
-from ..io.rundata import RunDataset
-from ..training.data import load_particle_data
+from ..io.runfolder import RunFolder
 from ..training.preprocess import Preprocessor
 
 
@@ -44,29 +43,14 @@ class Projector:
 
     def __init__(self, workdir, epoch: int | None = None, z: np.ndarray | None = None,
                  device="cpu"):
-        from ..model.load import load_run
-        from .latents import load_latents
-
-        self.workdir = Path(workdir)
-        self.run = load_run(self.workdir, epoch, device=device)
+        folder = RunFolder.of(workdir)
+        self.workdir = folder.workdir
+        self.run = folder.model(epoch, device=device)
         self.epoch = epoch
         self.device = torch.device(device)
         cfg = self.run.config
-        ds = RunDataset(self.workdir, cfg)
-        poses = ds.file("poses")
-        if poses is None:
-            raise InputError(f"{self.workdir}/config.yaml records no poses; the gallery needs "
-                             "the particles' poses")
-        self.data = load_particle_data(ds.particles, poses, ctf=ds.file("ctf"), ind=ds.ind,
-                                       datadir=ds.datadir)
-        if self.data.D != self.run.D_img:
-            raise InputError(f"{ds.particles}: images of {self.data.D} pixels but the model was "
-                             f"trained on {self.run.D_img}; is config.yaml's particles file the "
-                             "one the run used?")
-        self.z = np.asarray(load_latents(self.workdir, epoch).z if z is None else z, np.float32)
-        if len(self.z) != self.data.n:
-            raise InputError(f"{self.workdir}: {len(self.z)} latent points but the dataset "
-                             f"selects {self.data.n} particles; the index file changed?")
+        self.z = np.asarray(folder.latents(epoch).z if z is None else z, np.float32)
+        self.data = folder.particle_data(len(self.z), "the gallery shows the particles' images")
         dargs = cfg.get("dataset_args", {})
         self.invert = bool(dargs.get("invert_data", True))
         self.norm_std = float(self.run.norm[1])

@@ -1,11 +1,14 @@
-"""Per-particle metadata of a run's dataset (index, CTF, poses) for colouring the latent
-views: read from the files config.yaml names, skipped (and logged) when absent or not of the
-run's length."""
+"""Per-particle metadata of a run's dataset (CTF, poses) for colouring the latent views.
+
+The files are the ones the run's config.yaml names, found by
+:class:`..io.runfolder.RunFolder`; a colouring whose file is not found, or whose rows cannot be
+matched to the run's particles (an index file that is not found), is not offered, and the
+reason is kept for the user (``reasons``).
+"""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -14,38 +17,18 @@ from ..errors import InputError
 log = logging.getLogger(__name__)
 
 
-def _resolve(workdir: Path, p) -> Path | None:
-    if not p or not isinstance(p, str):
-        return None
-    path = Path(p)
-    if not path.is_absolute():
-        path = workdir / path
-    if path.is_file():
-        return path
-    # a run moved together with its data: the same folder name beside the run folder
-    moved = workdir.parent / path.parent.name / path.name
-    return moved if moved.is_file() else None
-
-
-def dataset_meta(workdir: Path, config: dict, n: int) -> dict:
-    """'ind' (original-stack indices) and extra colourings from the dataset files named in
-    config.yaml, when present and of the run's length; anything else is skipped (logged)."""
-    ds = config.get("dataset_args", {}) or {}
-    out: dict = {"colourings": {}}
-    ind = None
-    ind_path = _resolve(workdir, ds.get("ind"))
-    if ind_path is not None:
-        from ..io.index import load_index
-
-        try:
-            ind = load_index(ind_path, None)
-            if len(ind) != n:
-                log.info("%s holds %d indices for %d particles; ignored", ind_path, len(ind), n)
-                ind = None
-        except InputError as e:
-            log.info("index file skipped: %s", e)
-    out["ind"] = ind
-    ctf_path = _resolve(workdir, ds.get("ctf"))
+def dataset_meta(run, n: int) -> dict:
+    """``{"colourings": {name: (n,) float32}, "reasons": {what: why not}}`` for a
+    :class:`..io.runfolder.RunFolder` whose latents have ``n`` rows."""
+    out: dict = {"colourings": {}, "reasons": {}}
+    try:
+        ind = run.ind
+        run.check_rows(n, "the latents")
+    except InputError as e:
+        out["reasons"]["metadata"] = str(e)
+        log.info("metadata colourings skipped: %s", e)
+        return out
+    ctf_path = run.ctf
     if ctf_path is not None:
         from ..io.ctf import load_ctf
 
@@ -54,18 +37,25 @@ def dataset_meta(workdir: Path, config: dict, n: int) -> dict:
             if len(ctf) == n:
                 out["colourings"]["defocus"] = ctf[:, 2:4].mean(axis=1).astype(np.float32)
         except InputError as e:
-            log.info("CTF colouring skipped: %s", e)
-    pose_path = _resolve(workdir, ds.get("poses"))
+            out["reasons"]["defocus"] = str(e)
+    elif run.recorded("ctf") is not None:
+        out["reasons"]["defocus"] = f"{run.recorded('ctf')} (the run's CTF file) is not found"
+    pose_path = run.poses
     if pose_path is not None:
         from ..geometry.rotations import cryodrgn_to_relion_euler
         from ..io.poses import load_poses
 
         try:
-            rot, _ = load_poses(pose_path, D=int(config["lattice_args"]["D"]) - 1, ind=ind)
+            rot, _ = load_poses(pose_path, D=run.D, ind=ind)
             if len(rot) == n:
                 eul = cryodrgn_to_relion_euler(rot).astype(np.float32)
                 for c, name in enumerate(("rot", "tilt", "psi")):
                     out["colourings"][name] = np.ascontiguousarray(eul[:, c])
         except InputError as e:
-            log.info("pose colourings skipped: %s", e)
+            out["reasons"]["pose angles"] = str(e)
+    elif run.recorded("poses") is not None:
+        out["reasons"]["pose angles"] = (f"{run.recorded('poses')} (the run's pose file) is not "
+                                         "found")
+    for what, why in out["reasons"].items():
+        log.info("%s colouring skipped: %s", what, why)
     return out

@@ -7,10 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..model.load import load_run
-from ..training.checkpoint import load_z
-from .volumes import run_apix
+from ..io.runfolder import RunFolder
 
 
 def is_run_folder(path) -> bool:
@@ -25,7 +22,7 @@ class Overview:
     """A typical map of a run: decoded at the particle whose latent is nearest the median."""
 
     volume: np.ndarray
-    apix: float
+    apix: float | None  # None: unknown (the run records none and its CTF file is not found)
     epoch: int | None
     z: np.ndarray
     particle: int
@@ -33,11 +30,9 @@ class Overview:
 
 def typical_map(workdir, epoch: int | None = None, precision: str = "auto") -> Overview:
     """Decode the map of the particle nearest the median latent of ``epoch`` (latest: None)."""
-    run = load_run(workdir, epoch)
-    zfile = Path(workdir) / (f"z.{run.epoch}.pkl" if run.epoch is not None else "z.pkl")
-    if not zfile.exists():
-        raise InputError(f"{zfile}: latent file missing for the epoch of {run.weights.name}")
-    mu, _ = load_z(zfile)
+    folder = RunFolder.of(workdir)
+    run = folder.model(epoch)
+    mu = folder.latents(run.epoch).z
     med = np.median(mu, axis=0)
     i = int(np.argmin(((mu - med) ** 2).sum(1)))
     if precision == "auto":
@@ -45,4 +40,4 @@ def typical_map(workdir, epoch: int | None = None, precision: str = "auto") -> O
 
         precision = pick_precision(next(run.model.parameters()).device)
     vol = run.volume_decoder(precision=precision)(mu[i])
-    return Overview(vol, run_apix(run) or 1.0, run.epoch, mu[i], i)
+    return Overview(vol, folder.apix, run.epoch, mu[i], i)

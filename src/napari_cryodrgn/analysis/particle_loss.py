@@ -4,7 +4,7 @@
 
     losses = particle_losses(workdir, epoch=None, batch_size=256, device="auto",
                              progress=None)         # (N,) float32, one per row of z.N.pkl
-    particles_available(workdir, config)            # cheap: are the run's particle files there?
+    particles_available(run)                        # cheap: are the run's particle files there?
     cached_losses(workdir, epoch, n)                # the cached array, or None
 
 Row ``r`` is the trainer's generative loss term (:func:`..training.trainer.recon_error`, the
@@ -35,8 +35,7 @@ import torch
 
 from ..errors import InputError
 from ..io.atomic import atomic_write
-from ..io.rundata import RunDataset
-from .latents import STATE_DIR, load_latents
+from ..io.runfolder import STATE_DIR, RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -94,41 +93,12 @@ def _save_cache(path: Path, losses: np.ndarray) -> None:
         log.warning("per-particle losses not cached in %s (%s)", path, e)
 
 
-def _dataset_files(ds: RunDataset) -> list[tuple[str, Path | None]]:
-    """(role, path) of the files the losses read; path None: not recorded (only the CTF and
-    index may be absent)."""
-    ind = ds.args.get("ind")
-    return [("particle", ds.file("particles")), ("pose", ds.file("poses")),
-            ("CTF", ds.file("ctf")),
-            ("index", ds.file("ind") if isinstance(ind, str) else None)]
-
-
-def particles_available(workdir, config: dict) -> bool:
-    """Whether the files config.yaml names for the run's particles, poses (and CTF and index
-    when recorded) exist; a cheap check that reads nothing."""
-    ds = RunDataset(Path(workdir), config)
-    files = _dataset_files(ds)
-    if files[0][1] is None or files[1][1] is None:
-        return False
-    return all(p is None or p.is_file() for _, p in files)
-
-
-def _open_data(ds: RunDataset):
-    from ..training.data import load_particle_data
-
-    for role, p in _dataset_files(ds):
-        if p is None and role in ("particle", "pose"):
-            key = "particles" if role == "particle" else "poses"
-            raise InputError(f"{ds.workdir}/config.yaml does not record the {role} file "
-                             f"(dataset_args.{key}); {NEEDS}")
-        if p is not None and not p.is_file():
-            raise InputError(f"{p}: {role} file not found; {NEEDS} (the file named in "
-                             f"{ds.workdir}/config.yaml)")
-    try:
-        return load_particle_data(ds.particles, ds.file("poses"), ctf=ds.file("ctf"),
-                                  ind=ds.ind, datadir=ds.datadir)
-    except InputError as e:
-        raise InputError(f"{e}; {NEEDS}") from None
+def particles_available(run) -> bool:
+    """Whether the files the run's config.yaml names for its particles and poses (and CTF and
+    index when recorded) are found; a cheap check that reads nothing."""
+    run = RunFolder.of(run)
+    return (run.recorded("particles") is not None and run.recorded("poses") is not None
+            and not run.missing())
 
 
 def run_preprocessor(run, device, invert_data: bool | None = None, window: bool | None = None,
@@ -158,16 +128,16 @@ def decode_chunk(model, prep) -> int:
 def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
                     device: str = "auto",
                     progress: Callable[[int, int], object] | None = None) -> np.ndarray:
-    """Reconstruction error (N,) float32 of every particle of the run at ``epoch`` (latest
-    when None, as :func:`.latents.load_latents`); see the module docstring. InputError when
-    the run's particle files cannot be found or do not fit the run."""
-    from ..model.load import load_run
+    """Reconstruction error (N,) float32 of every particle of the run (a folder or a
+    :class:`..io.runfolder.RunFolder`) at ``epoch`` (latest when None); see the module
+    docstring. InputError when the run's particle files cannot be found or do not fit it."""
     from ..training.trainer import batch_tensors, data_tensors, pick_device, recon_error
 
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, not {batch_size!r}")
-    workdir = Path(workdir)
-    lat = load_latents(workdir, epoch)
+    folder = RunFolder.of(workdir)
+    workdir = folder.workdir
+    lat = folder.latents(epoch)
     n = len(lat.z)
     cached = cached_losses(workdir, lat.epoch, n)
     if cached is not None:
@@ -175,20 +145,8 @@ def particle_losses(workdir, epoch: int | None = None, batch_size: int = 256,
             progress(n, n)
         return cached
     dev = pick_device(device)
-    run = load_run(workdir, lat.epoch, device=dev)
-    if run.model.zdim != lat.z.shape[1]:
-        raise InputError(f"{run.weights}: the model's zdim is {run.model.zdim} but "
-                         f"{lat.zfile.name} has {lat.z.shape[1]}; the files come from "
-                         "different runs")
-    ds = RunDataset(workdir, run.config)
-    data = _open_data(ds)
-    if data.D != run.D_img:
-        raise InputError(f"{ds.particles}: images of {data.D} pixels but the model was trained "
-                         f"on {run.D_img}; is config.yaml's particles file the one the run "
-                         "used?")
-    if data.n != n:
-        raise InputError(f"{workdir}: {n} latent points in {lat.zfile.name} but the dataset "
-                         f"selects {data.n} particles; did the index file change?")
+    run = folder.model(lat.epoch, device=dev)
+    data = folder.particle_data(n, NEEDS)
     prep = run_preprocessor(run, dev)
     rot, trans, ctf = data_tensors(data)
     z = torch.from_numpy(np.ascontiguousarray(lat.z, np.float32))

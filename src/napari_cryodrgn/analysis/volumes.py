@@ -9,27 +9,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.mrc import write_mrc
-from ..model.load import LoadedRun, load_run, load_weights_config
+from ..io.runfolder import RunFolder
+from ..model.load import LoadedRun, load_weights_config
 from ..training.trainer import pick_device
 
 log = logging.getLogger(__name__)
-
-
-def run_apix(run: LoadedRun) -> float | None:
-    """Voxel size of a run's maps: recorded pixel size, else the CTF file's (rescaled to box)."""
-    ds = run.config.get("dataset_args", {})
-    if ds.get("apix"):
-        return float(ds["apix"])
-    ctf_path = ds.get("ctf")
-    if ctf_path and Path(ctf_path).exists():
-        from ..io.ctf import load_ctf
-
-        try:
-            ctf = load_ctf(ctf_path)
-        except InputError:
-            return None
-        return float(ctf[0, 1] * ctf[0, 0] / run.D_img)
-    return None
 
 
 def read_zfile(path: Path, zdim: int) -> np.ndarray:
@@ -45,20 +29,23 @@ def read_zfile(path: Path, zdim: int) -> np.ndarray:
     return z
 
 
-def open_model(workdir, epoch=None, config=None, device="cpu") -> LoadedRun:
-    """A run's model from its folder (``epoch``: latest when None), or from a weights file with
-    ``config`` (cryoDRGN's ``WEIGHTS -c CONFIG``; the folder's config.yaml when None)."""
+def open_model(workdir, epoch=None, config=None, device="cpu") -> tuple[LoadedRun, RunFolder]:
+    """A run's model and its folder: from the training folder (``epoch``: latest when None), or
+    from a weights file with ``config`` (cryoDRGN's ``WEIGHTS -c CONFIG``; the folder's
+    config.yaml when None)."""
     path = Path(workdir)
     if path.is_dir():
         if config is not None:
             raise InputError(f"-c {config}: give -c with a weights file, not with a folder")
-        return load_run(path, epoch, device=device)
+        folder = RunFolder.open(path)
+        return folder.model(epoch, device=device), folder
     if not path.is_file():
         raise InputError(f"{path}: no such training folder or weights file")
     if epoch is not None:
         raise InputError("--epoch goes with a training folder; a weights file is one epoch")
     config = Path(config) if config is not None else path.parent / "config.yaml"
-    return load_weights_config(path, config, device=device)
+    run = load_weights_config(path, config, device=device)
+    return run, RunFolder(config.parent, run.config)
 
 
 def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, device="auto",
@@ -71,7 +58,7 @@ def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, d
     ending in .mrc. ``flip`` mirrors the maps (the other hand), ``invert`` negates them.
     """
     dev = pick_device(device)
-    run = open_model(workdir, epoch, config, device=dev)
+    run, folder = open_model(workdir, epoch, config, device=dev)
     zdim = run.model.zdim
     if zfile is not None:
         zs = read_zfile(zfile, zdim)
@@ -80,10 +67,7 @@ def eval_volumes(workdir, z=None, zfile=None, out=None, epoch=None, apix=None, d
         if zs.shape[1] != zdim:
             raise InputError(f"-z has {zs.shape[1]} values but the model has zdim {zdim}")
     if apix is None:
-        apix = run_apix(run)
-        if apix is None:
-            log.warning("pixel size unknown (pass --Apix); writing maps with 1.0 A voxels")
-            apix = 1.0
+        apix = folder.require_apix("the maps")
     out = Path(out)
     single = out.suffix.lower() in (".mrc", ".map") and len(zs) == 1
     if not single:

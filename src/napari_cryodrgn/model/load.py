@@ -1,4 +1,5 @@
-"""Build a model from a training folder (ours or cryoDRGN's) and load its weights."""
+"""Build a model from a run's config.yaml and load its weights (the training folder's files are
+found by :class:`..io.runfolder.RunFolder`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..geometry.lattice import Lattice
-from ..training.checkpoint import load_weights, resolve_weights
+from ..training.checkpoint import load_weights
 from ..training.config import load_config
 from .vae import HetVAE, ModelArgs
 from .volume import VolumeDecoder
@@ -44,13 +45,10 @@ def encoder_in_dim(D_lat: int, enc_mask: int) -> int:
 
 
 def load_run(workdir, epoch: int | None = None, device="cpu") -> LoadedRun:
-    """Open ``workdir/config.yaml`` and the weights of ``epoch`` (latest when None)."""
-    workdir = Path(workdir)
-    if not workdir.is_dir():
-        raise InputError(f"{workdir}: no such training folder")
-    cfg = load_config(workdir / "config.yaml")
-    weights, ep = resolve_weights(workdir, epoch)
-    return _build(cfg, workdir / "config.yaml", weights, ep, device)
+    """The model of ``epoch`` (latest when None) of the training folder ``workdir``."""
+    from ..io.runfolder import RunFolder
+
+    return RunFolder.open(workdir).model(epoch, device)
 
 
 def load_weights_config(weights, config, device="cpu") -> LoadedRun:
@@ -59,10 +57,11 @@ def load_weights_config(weights, config, device="cpu") -> LoadedRun:
     config, weights = Path(config), Path(weights)
     cfg = load_config(config)
     m = re.fullmatch(r"weights\.(\d+)\.pkl", weights.name)
-    return _build(cfg, config, weights, int(m.group(1)) if m else None, device)
+    return build_model(cfg, config, weights, int(m.group(1)) if m else None, device)
 
 
-def _build(cfg: dict, config: Path, weights: Path, ep: int | None, device) -> LoadedRun:
+def build_model(cfg: dict, config: Path, weights: Path, ep: int | None, device) -> LoadedRun:
+    """The model ``cfg`` (read from ``config``) describes, with the weights of ``weights``."""
     margs = ModelArgs.from_dict(cfg["model_args"])
     D_lat = int(cfg["lattice_args"]["D"])
     enc_mask = margs.enc_mask if margs.enc_mask != -2 else (D_lat - 1) // 2

@@ -10,21 +10,27 @@ import numpy as np
 
 from ..errors import InputError, PeerFailed
 from ..io.atomic import check_writable_dir
-from ..model.vae import ModelArgs
-from .checkpoint import epochs_in
 from .data import load_particle_data
-from .trainer import TrainConfig, Trainer
+from .events import format_duration
+from .outdir import check_new_run_folder
+from .settings import (
+    TrainSettings,
+    check_values,
+    from_args,
+    resolve,
+    run_settings,
+    to_config,
+)
+from .trainer import Trainer
+
+#: The command line's progress bar: tqdm draws the bar; the rate and ETA are the trainer's.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}, {postfix}]"
 
 
-def check_outdir(outdir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write a new run over an existing one unless asked to."""
-    if resume or overwrite or not outdir.exists():
-        return
-    if epochs_in(outdir) or (outdir / "weights.pkl").exists():
-        raise InputError(
-            f"{outdir} already holds a training run; resume it with --load latest, choose "
-            "another folder, or pass --overwrite"
-        )
+def check_outdir(outdir: Path, resume: bool, overwrite: bool, own_files=()) -> None:
+    """The output-folder rule of :mod:`.outdir` (a resumed run goes into its own folder)."""
+    if not resume:
+        check_new_run_folder(outdir, overwrite=overwrite, own_files=own_files)
 
 
 def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadir=None,
@@ -32,58 +38,46 @@ def make_trainer(particles, poses, outdir, zdim: int, ctf=None, ind=None, datadi
                  **kwargs) -> Trainer:
     """Open and check the inputs and return a ready :class:`Trainer`.
 
-    kwargs: TrainConfig fields (num_epochs, batch_size, lr, ...) and ModelArgs fields
-    (qdim, qlayers, pdim, players, pe_type, domain, ...). ``lineage`` (e.g. parent run,
-    parent epoch, selection file) is recorded as the ``lineage:`` section of config.yaml.
+    kwargs: any other :class:`~.settings.TrainSettings` field (num_epochs, batch_size, lr,
+    qdim, qlayers, pdim, players, pe_type, domain, ...; an unknown name is an InputError).
+    ``lineage`` (e.g. parent run, parent epoch, selection file) is recorded as the
+    ``lineage:`` section of config.yaml.
     """
-    if lineage is not None:
-        if not isinstance(lineage, dict):
-            raise InputError(f"lineage must be a dict, not {type(lineage).__name__}")
-        kwargs["lineage"] = lineage
-    outdir = Path(outdir)
-    _check_settings(zdim, kwargs)
-    check_outdir(outdir, bool(kwargs.get("load")), overwrite)
-    margs_fields = ModelArgs.__dataclass_fields__.keys()
-    margs = ModelArgs(zdim=zdim, **{"enc_inplane": True, **{
-        k: v for k, v in kwargs.items() if k in margs_fields and v is not None}})
-    cfg_fields = TrainConfig.__dataclass_fields__.keys()
-    tkw = {k: v for k, v in kwargs.items() if k in cfg_fields and k not in margs_fields}
-    data = load_particle_data(particles, poses, ctf=ctf, ind=ind, datadir=datadir, apix=apix)
+    settings = TrainSettings.from_kwargs(
+        particles=particles, poses=poses, outdir=outdir, zdim=zdim, ctf=ctf, ind=ind,
+        datadir=datadir, apix=apix, lineage=lineage, **kwargs)
+    return trainer_for(settings, overwrite=overwrite)
+
+
+def trainer_for(settings: TrainSettings, overwrite: bool = False) -> Trainer:
+    """A ready :class:`Trainer` for ``settings`` (checked here; sentinels resolved by
+    :func:`~.settings.resolve` once the data and the device are known). A new run must go
+    into a new or empty folder unless ``overwrite`` (see :mod:`.outdir`)."""
+    from .distributed import init_distributed
+
+    s = settings.checked()
+    outdir = Path(s.outdir)
+    check_outdir(outdir, bool(s.load), overwrite, own_files=(s.ind,))
+    data = load_particle_data(s.particles, s.poses, ctf=s.ctf, ind=s.ind, datadir=s.datadir,
+                              apix=s.apix)
     ds = {
-        "particles": _abs(particles), "poses": _abs(poses), "ctf": _abs(ctf), "ind": _abs(ind),
-        "datadir": _abs(datadir), "apix": data.apix, "n_particles": int(data.n),
+        "particles": _abs(s.particles), "poses": _abs(s.poses), "ctf": _abs(s.ctf),
+        "ind": _abs(s.ind), "datadir": _abs(s.datadir), "apix": data.apix,
+        "n_particles": int(data.n),
     }
-    cfg = TrainConfig(outdir=str(outdir), model=margs, dataset_args=ds, **tkw)
-    return Trainer(data, cfg)
-
-
-_POSITIVE_INT = ("num_epochs", "batch_size", "qdim", "pdim", "checkpoint", "eval_batch_size",
-                 "prefetch")
-_NONNEG_INT = ("qlayers", "players", "refine_steps", "shuffler_size")
-_NONNEG_FLOAT = ("lr", "wd", "beta", "feat_sigma", "refine_step", "checkpoint_minutes")
+    ctx = init_distributed(s.device, s.launcher)
+    try:
+        resolved = resolve(s, data.D, data.n, ctx.device)
+        return Trainer(data, to_config(resolved, ds), ctx)
+    except BaseException:
+        ctx.close()
+        raise
 
 
 def _check_settings(zdim, kw: dict) -> None:
-    """Clear errors for settings of the wrong type or range (GUI and library callers)."""
-    def bad(name, val, what):
-        raise InputError(f"setting {name}={val!r} is invalid: expected {what}")
-
-    if not isinstance(zdim, int) or isinstance(zdim, bool) or zdim < 1:
-        bad("zdim", zdim, "a positive integer")
-    for k in _POSITIVE_INT + _NONNEG_INT:
-        v = kw.get(k)
-        if v is None:
-            continue
-        if not isinstance(v, int) or isinstance(v, bool) or v < (1 if k in _POSITIVE_INT else 0):
-            bad(k, v, "a positive integer" if k in _POSITIVE_INT else "an integer >= 0")
-    for k in _NONNEG_FLOAT:
-        v = kw.get(k)
-        if v is None:
-            continue
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v >= 0:
-            bad(k, v, "a number >= 0")
-    if kw.get("lr") is not None and kw["lr"] <= 0:
-        bad("lr", kw["lr"], "a number > 0")
+    """Clear one-line errors for settings of the wrong type or range (the declaration's
+    checks, :func:`~.settings.check_values`)."""
+    check_values({"zdim": zdim, **kw})
 
 
 def _abs(p):
@@ -100,31 +94,15 @@ def train_from_args(args) -> int:
     import torch
     from tqdm import tqdm
 
-    if args.multigpu:
+    settings, opts = from_args(args)
+    if opts.multigpu:
         raise InputError("--multigpu: start one process per GPU with torchrun instead, e.g. "
                          "torchrun --nproc_per_node=4 -m napari_cryodrgn train ...")
-    if args.max_threads is not None:
-        if args.max_threads < 1:
-            raise InputError(f"--max-threads {args.max_threads}: expected at least 1")
-        torch.set_num_threads(args.max_threads)
-    enc_mask = -2 if args.enc_mask is None else args.enc_mask
-    trainer = make_trainer(
-        args.particles, args.poses, args.outdir, args.zdim, ctf=args.ctf, ind=args.ind,
-        datadir=args.datadir, apix=args.Apix, overwrite=args.overwrite,
-        num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, wd=args.wd,
-        beta=args.beta, seed=args.seed, checkpoint=args.checkpoint, invert_data=args.invert_data,
-        window=args.window, window_r=args.window_r, device=args.device,
-        precision="fp32" if args.no_amp else args.precision, load=args.load, qdim=args.qdim,
-        qlayers=args.qlayers, pdim=args.pdim, players=args.players,
-        encode_mode=args.encode_mode, enc_mask=enc_mask, pe_type=args.pe_type,
-        pe_dim=args.pe_dim, feat_sigma=args.feat_sigma, domain=args.domain,
-        activation=args.activation, enc_input=args.enc_input, enc_inplane=args.enc_inplane,
-        refine_steps=args.refine_steps, refine_step=args.refine_step,
-        checkpoint_minutes=args.checkpoint_minutes, shuffler_size=args.shuffler_size,
-        prefetch=args.prefetch, launcher=args.launcher,
-    )
+    if opts.max_threads is not None:
+        torch.set_num_threads(opts.max_threads)
+    trainer = trainer_for(settings, overwrite=opts.overwrite)
     main = trainer.ctx.is_main
-    quiet = args.quiet or not main
+    quiet = opts.quiet or not main
     bar = None
     try:
         with _signals_to(trainer):
@@ -139,14 +117,20 @@ def train_from_args(args) -> int:
                     if ev.kind == "cancelled" and main:
                         print(ev.message, flush=True)
                     continue
-                if ev.kind == "batch":
+                if ev.kind in ("batch", "epoch"):  # an epoch's end fills its bar
                     desc = f"epoch {ev.epoch}/{ev.n_epochs}"
                     if bar is None or bar.desc != desc:
                         if bar is not None:
                             bar.close()
-                        bar = tqdm(total=ev.total, initial=ev.done, unit="img", desc=desc)
+                        # the rate and ETA are the trainer's (images over the run's time);
+                        # tqdm's own, from the first update of a bar made at each epoch,
+                        # showed absurd rates
+                        bar = tqdm(total=ev.total, initial=ev.done, desc=desc,
+                                   bar_format=BAR_FORMAT)
+                    bar.set_postfix_str(f"loss={ev.loss:.4f}, kld={ev.kld:.2f}, "
+                                        f"{ev.images_per_s:.0f} images/s, ETA "
+                                        f"{format_duration(ev.eta_s)}", refresh=False)
                     bar.update(ev.done - bar.n)
-                    bar.set_postfix(loss=f"{ev.loss:.4f}", kld=f"{ev.kld:.2f}")
                 elif ev.kind in ("cancelled", "done") and ev.message:
                     if bar is not None:
                         bar.close()
@@ -218,18 +202,14 @@ def resume_trainer(outdir, num_epochs: int | None = None) -> Trainer:
 
 
 def _run_settings(cfg: dict, skip=()) -> tuple[int, dict]:
-    """(zdim, make_trainer keyword arguments) recorded in a run's config.yaml."""
-    ta = dict(cfg.get("train_args") or {})
-    skip = ("outdir", "load", "model", "dataset_args", "lineage", *skip)
-    cfg_fields = TrainConfig.__dataclass_fields__.keys()
-    kwargs = {k: v for k, v in ta.items() if k in cfg_fields and k not in skip}
-    ds = cfg.get("dataset_args") or {}
-    for k in ("invert_data", "window", "window_r"):  # cryoDRGN's runs record them here
-        if k not in kwargs and ds.get(k) is not None:
-            kwargs[k] = ds[k]
-    margs = {k: v for k, v in cfg["model_args"].items() if k in ModelArgs.__dataclass_fields__}
-    zdim = int(margs.pop("zdim"))
-    kwargs.update(margs)
+    """(zdim, make_trainer keyword arguments) recorded in a run's config.yaml (see
+    :func:`~.settings.run_settings`; outdir, load and lineage are the new run's own)."""
+    kwargs = run_settings(cfg)
+    skip = ("outdir", "load", "lineage", *skip)
+    kwargs = {k: v for k, v in kwargs.items() if k not in skip}
+    if "zdim" not in kwargs:
+        raise InputError("config.yaml: model_args has no zdim; is this a training run?")
+    zdim = int(kwargs.pop("zdim"))
     return zdim, kwargs
 
 
@@ -250,10 +230,10 @@ def train_on_selection(parent_workdir, ind_path, outdir, *, parent_epoch: int | 
     when it converted a .star or .cs), so the new run does not depend on the parent's folder.
     """
     from ..io.index import load_index, save_index
-    from ..io.rundata import RunDataset
+    from ..io.runfolder import RunFolder
 
-    parent = Path(parent_workdir)
-    ds = RunDataset.open(parent)
+    ds = RunFolder.of(parent_workdir)
+    parent = ds.workdir
     outdir = Path(outdir)
     if outdir.resolve() == parent.resolve():
         raise InputError(f"{outdir} is the parent run's folder; choose a new folder")
@@ -274,10 +254,9 @@ def train_on_selection(parent_workdir, ind_path, outdir, *, parent_epoch: int | 
     kwargs.update(overrides)
     check_outdir(outdir, bool(kwargs.get("load")), overwrite)
     _check_settings(zdim, kwargs)
-    poses = ds.file("poses_source") or ds.file("poses")
-    if poses is None:
-        raise InputError(f"{parent}/config.yaml does not record the poses")
-    ctf = ds.file("ctf_source") or ds.file("ctf")
+    why = "training on a selection reads the parent run's dataset"
+    poses = ds.file("poses_source") or ds.need("poses", why)
+    ctf = ds.file("ctf_source") or (ds.need("ctf", why) if ds.recorded("ctf") else None)
     lineage = {"parent": str(parent.resolve()), "parent_epoch": parent_epoch,
                "selection": str(Path(ind_path).resolve()), "n_parent": int(len(universe)),
                "n_selected": int(sel.size)}

@@ -105,23 +105,6 @@ def latest_checkpoint(outdir) -> Path:
     return Path(outdir) / f"weights.{eps[-1]}.pkl"
 
 
-def resolve_weights(workdir, epoch: int | None = None) -> tuple[Path, int | None]:
-    """weights file for ``epoch`` (latest when None; weights.pkl if no numbered files)."""
-    workdir = Path(workdir)
-    eps = epochs_in(workdir)
-    if epoch is None:
-        if eps:
-            return workdir / f"weights.{eps[-1]}.pkl", eps[-1]
-        if (workdir / "weights.pkl").exists():
-            return workdir / "weights.pkl", None
-        raise InputError(f"{workdir}: no weights.N.pkl or weights.pkl; is this a training folder?")
-    p = workdir / f"weights.{epoch}.pkl"
-    if not p.exists():
-        have = ", ".join(map(str, eps)) or "none"
-        raise InputError(f"{workdir}: no checkpoint for epoch {epoch} (epochs present: {have})")
-    return p, epoch
-
-
 def load_weights(path, map_location="cpu") -> dict:
     """Load a checkpoint safely (weights_only) and check it holds a model state dict."""
     ckpt = load_torch_checkpoint(path, map_location)

@@ -31,3 +31,11 @@ class Progress:
         if not self.n_epochs or not self.total:
             return 0.0
         return min(1.0, ((self.epoch - 1) + self.done / self.total) / self.n_epochs)
+
+
+def format_duration(seconds: float) -> str:
+    """1:02:03 / 2:03 style durations for progress text."""
+    s = int(round(max(seconds, 0.0)))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

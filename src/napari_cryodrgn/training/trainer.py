@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError, TrainingDiverged
 from ..io.atomic import check_writable_dir, remove_stale_temps
-from ..model.vae import HetVAE, ModelArgs
+from ..model.vae import HetVAE
 from ..model.volume import autocast_context
 from .checkpoint import (
     INPROGRESS,
@@ -32,39 +32,9 @@ from .distributed import DistContext, init_distributed
 from .events import Progress
 from .loader import BatchStream, EpochPlan, default_chunking
 from .preprocess import Preprocessor, estimate_norm_std, inplane_angles
+from .settings import TrainConfig  # declared with the settings; re-exported here
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs besides the data."""
-
-    outdir: str
-    num_epochs: int = 20
-    batch_size: int = 16
-    lr: float = 1e-3
-    wd: float = 0.0
-    beta: float | None = None  # None: 1 / zdim
-    seed: int = 0
-    checkpoint: int = 1  # save every N epochs
-    invert_data: bool = True
-    window: bool = True
-    window_r: float = 0.85
-    device: str = "auto"
-    precision: str = "auto"  # auto, fp32, bf16, fp16
-    load: str | None = None  # a weights file or "latest"
-    model: ModelArgs = field(default_factory=ModelArgs)
-    dataset_args: dict = field(default_factory=dict)  # paths recorded in config.yaml
-    refine_steps: int = 0  # gradient steps on z per batch (semi-amortized inference)
-    refine_step: float = 0.5
-    log_interval_s: float = 0.5
-    eval_batch_size: int = 256
-    lineage: dict | None = None  # where the run came from (parent run, selection file)
-    checkpoint_minutes: float = 30.0  # mid-epoch checkpoint interval (0: only at epoch ends)
-    shuffler_size: int | None = None  # None: auto; 0: full shuffle; W: chunked, W per window
-    prefetch: int = 4  # batches read ahead by the background reader
-    launcher: str = "auto"  # auto (torchrun's environment), torchrun, slurm (srun), none
 
 
 def pick_device(name: str = "auto") -> torch.device:
