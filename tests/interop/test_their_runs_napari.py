@@ -25,17 +25,20 @@ def test_their_run_opens_and_explores(make_napari_viewer, qtbot, their_runs):
     qtbot.waitUntil(lambda: any("Explore" in k for k in viewer.window.dock_widgets),
                     timeout=10_000)
     w = next(d for k, d in viewer.window.dock_widgets.items() if "Explore" in k)
-    qtbot.waitUntil(lambda: w.session is not None and w.scatter.plot.viewport().isVisible(),
-                    timeout=30_000)
+    qtbot.waitUntil(lambda: w.session is not None and w.scatter.plot.viewport().isVisible()
+                    and w.idle and len(w.scatter.xy) > 0, timeout=30_000)  # scatter drawn
     s = w.session
     theirs_z = load_z(run.workdir / f"z.{run.epochs}.pkl")[0]
     assert s.workdir == run.workdir and s.zdim == run.zdim
     np.testing.assert_array_equal(s.z, theirs_z)
     qtbot.wait(50)
     pos = w.scatter.widget_pos(*s.embedding("pca")[5])
+    before = list(viewer.layers[MAP_LAYER].metadata["z"])
     qtbot.mouseClick(w.scatter.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
-    qtbot.waitUntil(lambda: w.map_request_done and w._shown > 0, timeout=30_000)
+    qtbot.waitUntil(lambda: w.map_request_done
+                    and list(viewer.layers[MAP_LAYER].metadata["z"]) != before, timeout=30_000)
     z, _ = s.latent_at("pca", w.scatter.data_pos(pos))
+    np.testing.assert_allclose(viewer.layers[MAP_LAYER].metadata["z"], z, rtol=1e-6)
     np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, s.decode(z), rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(viewer.layers[MAP_LAYER].scale, [s.apix] * 3, rtol=1e-6)
