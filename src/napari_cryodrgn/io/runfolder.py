@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .index import compose_index
 
 log = logging.getLogger(__name__)
 
@@ -276,12 +277,7 @@ class RunFolder:
         if ind is None:
             total = n if n is not None else self.n_original
             ind = np.arange(total, dtype=np.int64)
-        if rows is None:
-            return ind
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= len(ind)):
-            raise InputError(f"rows go up to {rows.max()} but the run has {len(ind)} particles")
-        return ind[rows]
+        return ind if rows is None else compose_index(ind, rows)
 
     def check_rows(self, n: int, what) -> None:
         """The run's index must hold one entry per row of ``what`` (n rows)."""
