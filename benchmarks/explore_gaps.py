@@ -113,11 +113,14 @@ class GapClock:
         self.draws: list[tuple[float, float]] = []
         real = canvas._draw_scene
 
+        from vispy.gloo import gl
+
         def timed(*a, **k):
             t0 = time.perf_counter()
             try:
                 return real(*a, **k)
             finally:
+                gl.glFinish()  # the driver rasterises here, not when the calls are queued
                 self.draws.append((t0, time.perf_counter()))
 
         canvas._draw_scene = timed

@@ -46,6 +46,22 @@ def _cache_in_tmp(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def _thread_pools_restored():
+    """A dock limits the process's thread pools to leave the GUI a core; the limit is undone
+    after each test, so later tests (and the science tier) use every core again."""
+    import torch
+
+    from napari_cryodrgn._napari import jobs
+
+    before = torch.get_num_threads()
+    yield
+    if jobs._limits is not None:
+        jobs._limits.restore_original_limits()
+        jobs._limits = None
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(train_tiny):
     """A 2-epoch zdim-2 run on the tiny dataset (checkpoints weights.1/2, z.1/2)."""

@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 from ..analysis.export import export_series, iso_level
 from ..errors import InputError
 from ..session import Session
-from .jobs import LatestJob
+from .jobs import LatestJob, leave_a_core_for_the_gui
 from .layers import map_layer, spatial
 from .notify import show_error, show_info
 from .plot_theme import follow_theme
@@ -85,6 +85,7 @@ class ExploreWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        leave_a_core_for_the_gui()
         self.viewer = napari_viewer
         self.session: Session | None = None
         self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (z, volumes)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from collections.abc import Callable
 
 from napari.qt.threading import create_worker
@@ -27,6 +28,29 @@ from ..errors import InputError
 from .notify import show_error
 
 log = logging.getLogger(__name__)
+_limits = None  # the thread-pool limits of the GUI process, set once
+
+
+def gui_threads() -> int:
+    """Threads for heavy work in a napari process: every usable core but one, the GUI's."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 2)
+    return max(1, cores - 1)
+
+
+def leave_a_core_for_the_gui() -> None:
+    """Limit torch's thread pool and the native ones (OpenMP/BLAS, used by k-means, PCA, UMAP)
+    to :func:`gui_threads` for this process, so that workers never take the core the event
+    loop needs (with every core busy, the GUI thread waits for CPU time and frames stall).
+    Called when a dock opens; the limit stays for the process."""
+    global _limits
+    if _limits is not None:
+        return
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(gui_threads())
+    _limits = threadpool_limits(limits=gui_threads())
 
 
 class _UserError:

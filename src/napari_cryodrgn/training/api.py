@@ -136,6 +136,7 @@ def train_from_args(args) -> int:
                         bar.close()
                         bar = None
                     print(ev.message if ev.kind == "cancelled" else f"done: {ev.message}")
+        trainer.ctx.close(sync=True)  # every rank got here: leave the group together
     except RuntimeError as e:
         if trainer.ctx.distributed and _lost_peer(e):
             raise PeerFailed(

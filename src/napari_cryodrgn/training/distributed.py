@@ -81,9 +81,20 @@ class DistContext:
         if self.distributed:
             torch.distributed.barrier()
 
-    def close(self) -> None:
-        """Leave the process group (safe to call twice)."""
+    def close(self, sync: bool = False) -> None:
+        """Leave the process group (safe to call twice). ``sync`` (a run that ended normally on
+        every rank): wait up to a minute for the other ranks first, so that no rank tears the
+        group down while a peer still talks to it (a rank once aborted in gloo's teardown,
+        "terminate called without an active exception", after a resumed run had finished)."""
         if self.backend is not None and torch.distributed.is_initialized():
+            if sync and self.world > 1:
+                try:
+                    if self.backend == "gloo":
+                        torch.distributed.monitored_barrier(timeout=_dt.timedelta(seconds=60))
+                    else:
+                        torch.distributed.barrier()
+                except RuntimeError:  # a peer is gone: leave anyway
+                    pass
             torch.distributed.destroy_process_group()
         self.backend = None
 
