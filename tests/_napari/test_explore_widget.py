@@ -322,3 +322,41 @@ def test_a_second_session_on_the_same_dock_drops_the_first(viewer, qtbot, explor
     assert "selected 3 of" not in w.selection_panel.count.text()
     second.select(np.arange(4))
     assert "selected 4 of" in w.selection_panel.count.text()
+
+
+def test_nothing_stale_after_a_change_of_view_or_epoch(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    panel = w.selection_panel
+    emb = s.embedding("pca")
+    landed = _click(qtbot, w, emb[7])
+    qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
+    md = viewer.layers[MAP_LAYER].metadata
+    assert md["epoch"] == s.epoch and w.picks[-1] == s.nearest("pca", landed)
+
+    def marker():
+        x, y = w.scatter.marker.getData()
+        return None if not len(x) else np.array([x[0], y[0]])
+
+    np.testing.assert_allclose(marker(), landed, rtol=1e-4, atol=1e-5)
+    s.space = "z:0,1"  # the marker moves to the map's latent point in the new view
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    np.testing.assert_allclose(marker(), np.asarray(md["z"])[[0, 1]], rtol=1e-5, atol=1e-6)
+    picked = w.picks[-1]
+    # a gallery of the selection, then the selection changes: the old pairs go
+    s.select(np.arange(20))
+    panel.n_gallery.setValue(4)
+    qtbot.mouseClick(panel.gallery_btn, LEFT)
+    qtbot.waitUntil(lambda: panel.gallery_ready, timeout=60_000)
+    assert "4 of 20" in panel.gallery.caption.text()
+    s.select(np.arange(50))
+    assert not panel.gallery.thumbnails and "selection changed" in panel.gallery.caption.text()
+    # another epoch: the map is the same particle's, decoded by that epoch's model
+    s.set_epoch(1)
+    qtbot.waitUntil(lambda: w.idle and viewer.layers[MAP_LAYER].metadata["epoch"] == 1,
+                    timeout=30_000)
+    md = viewer.layers[MAP_LAYER].metadata  # the picked particle, by the new model
+    assert md["particle"] == picked
+    np.testing.assert_allclose(md["z"], s.z[picked], rtol=1e-6)
+    np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, s.decode(s.z[picked]), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(marker(), s.z[picked, [0, 1]], rtol=1e-5, atol=1e-6)

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 from ..analysis.export import export_series, iso_level
 from ..errors import InputError
 from ..session import Session
+from .display import show_maps_in_3d
 from .jobs import LatestJob, leave_a_core_for_the_gui
 from .layers import map_layer, spatial
 from .notify import show_error, show_info
@@ -68,8 +69,10 @@ def _cluster_of(session: Session, k: int, particle: int, mode: str):
     return int(session.kmeans(k)[0][particle]), k, mode
 
 
-def _decode(session: Session, z: np.ndarray, label: str):
-    return session.decode(z), z, label
+def _decode(session: Session, z: np.ndarray, label: str, particle: int | None = None):
+    epoch = session.epoch
+    vol = session.decode(z)
+    return vol, z, label, particle, epoch
 
 
 def _decode_series(session: Session, name: str, z: np.ndarray):
@@ -319,10 +322,37 @@ class ExploreWidget(QWidget):
         self.colour.blockSignals(False)
         self._set_quietly(self.colour, s.colour_by)
 
+    def _shown_map(self) -> dict | None:
+        """The map layer's metadata when it shows this run's map, else None."""
+        if self.session is None or MAP_LAYER not in self.viewer.layers:
+            return None
+        md = self.viewer.layers[MAP_LAYER].metadata
+        return md if md.get("run") == str(self.session.workdir) else None
+
+    def _place_marker(self) -> None:
+        """The pick marker where the map on screen lies in the current view (its latent
+        projected), or none when the map is of another epoch or run."""
+        s, md = self.session, self._shown_map()
+        if md is None or md.get("epoch") != s.epoch or self._drawn is None:
+            self.scatter.set_marker(None)
+            return
+        particle = md.get("particle")
+        self.scatter.set_marker(s.project(np.asarray([md["z"]], np.float32), indices=None
+                                          if particle is None else [int(particle)])[0])
+
     def _on_epoch(self, epoch) -> None:
         self._fill_epochs()
+        picked = self.picks[-1] if self.picks else None  # the particle nearest the last pick
         self.picks = []
         self.scatter.set_marker(None)
+        md = self._shown_map()
+        particle = None if md is None else md.get("particle", picked)
+        particle = picked if particle is None and md is not None else particle
+        if particle is not None and md.get("epoch") != epoch and particle < self.session.n:
+            # the same particle's map under the new epoch's model, not the old map
+            self.picks = [int(particle)]
+            self.request_map(self.session.z[int(particle)], f"particle {particle}",
+                             particle=int(particle))
         self._request_view()
 
     def _on_space(self, space: str) -> None:
@@ -367,6 +397,7 @@ class ExploreWidget(QWidget):
             return
         self.scatter.set_points(xy, values, colour == "kmeans", s.axis_labels(space))
         self._drawn = (epoch, space, colour)
+        self._place_marker()  # the map's point in this view, not the old view's click
         self._on_selection()
         self._draw_paths()
 
@@ -416,12 +447,15 @@ class ExploreWidget(QWidget):
         if idx is None:
             idx = s.nearest(s.space, (x, y))
         self.picks = (self.picks + [int(idx)])[-2:]
-        self.request_map(z, f"({x:.3g}, {y:.3g})")
+        snapped = np.array_equal(np.asarray(z, np.float32), s.z[int(idx)])
+        self.request_map(z, f"({x:.3g}, {y:.3g})", particle=int(idx) if snapped else None)
 
-    def request_map(self, z, label: str = "") -> int:
-        """Ask for the map at ``z``; returns the request id. Requests made while a decode runs
-        coalesce: only the newest is decoded next, and older results never replace newer."""
-        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), label)
+    def request_map(self, z, label: str = "", particle: int | None = None) -> int:
+        """Ask for the map at ``z`` (the latent of ``particle`` when given); returns the request
+        id. Requests made while a decode runs coalesce: only the newest is decoded next, and
+        older results never replace newer."""
+        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), label,
+                                   particle)
 
     @property
     def map_request_done(self) -> bool:
@@ -438,14 +472,18 @@ class ExploreWidget(QWidget):
         return not any(j.busy for j in self._jobs())
 
     def _on_map(self, result) -> None:
-        vol, z, label = result
-        self.show_map(vol, z, label)
+        vol, z, label, particle, epoch = result
+        if epoch != self.session.epoch:
+            return  # decoded by the previous epoch's model; the switch asked for a new one
+        self.show_map(vol, z, label, particle)
+        self._place_marker()
 
-    def show_map(self, vol: np.ndarray, z: np.ndarray, label: str = "") -> None:
+    def show_map(self, vol: np.ndarray, z: np.ndarray, label: str = "",
+                 particle: int | None = None) -> None:
         """Put ``vol`` into the map layer (created on first use), iso rendering in 3D."""
         apix = self.session.apix  # None: pixels (layers.py)
         meta = {"z": np.asarray(z).tolist(), "run": str(self.session.workdir),
-                "epoch": self.session.epoch, "where": label}
+                "epoch": self.session.epoch, "where": label, "particle": particle}
         if MAP_LAYER in self.viewer.layers:
             layer = self.viewer.layers[MAP_LAYER]
             layer.data = vol
@@ -459,7 +497,7 @@ class ExploreWidget(QWidget):
         else:
             data, kw, _ = map_layer(vol, apix, MAP_LAYER, meta)
             self.viewer.add_image(data, **kw)
-            self.viewer.dims.ndisplay = 3
+            show_maps_in_3d(self.viewer)
 
     # -- paths and series ----------------------------------------------------------------------
     def _on_path_drawn(self, verts: np.ndarray) -> None:
@@ -538,7 +576,7 @@ class ExploreWidget(QWidget):
         if lname in self.viewer.layers:
             self.viewer.layers.remove(lname)
         self.viewer.add_image(data, **kw)
-        self.viewer.dims.ndisplay = 3
+        show_maps_in_3d(self.viewer)
         if self.series_box.findText(name) < 0:
             self.series_box.addItem(name)
         self.series_box.setCurrentText(name)

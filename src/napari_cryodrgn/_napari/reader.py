@@ -1,22 +1,26 @@
 """napari reader: .mrc/.map maps, .mrcs particle stacks, and training folders (ours or
-cryoDRGN's). Declines (returns None) what it cannot read; a claimed file that turns out to be
-broken gives one clear notification and no layer."""
+cryoDRGN's; also opened through their config.yaml, which no other reader claims, and through
+File > Open cryoDRGN run...). Declines (returns None) what it cannot read; a claimed file that
+turns out to be broken gives one clear notification and no layer. Maps are shown in 3D."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import napari.viewer
 import numpy as np
 
 from ..analysis.overview import is_run_folder, typical_map
 from ..errors import InputError
 from ..io.mrc import memmap_mrc, read_mrc_header
+from .display import show_maps_in_3d_later
 from .explore_widget import MAP_LAYER
 from .layers import image_layer, map_layer, stack_layer
 from .notify import user_error
 
 MAP_SUFFIXES = (".mrc", ".map")
 STACK_SUFFIXES = (".mrcs",)
+RUN_FILE = "config.yaml"
 NOTHING = [(None,)]  # napari's "read, but no layers" sentinel
 
 
@@ -32,7 +36,16 @@ def _claims(path) -> bool:
     p = Path(path)
     if p.is_dir():
         return is_run_folder(p)
+    if p.name == RUN_FILE:
+        return is_run_folder(p.parent)
     return p.suffix.lower() in MAP_SUFFIXES + STACK_SUFFIXES
+
+
+def _run_of(p: Path) -> Path | None:
+    """The training folder ``p`` stands for (the folder, or the folder of its config.yaml)."""
+    if p.is_dir():
+        return p
+    return p.parent if p.name == RUN_FILE else None
 
 
 def read_paths(path) -> list:
@@ -41,7 +54,8 @@ def read_paths(path) -> list:
     layers = []
     for p in map(Path, paths):
         try:
-            layers.extend(read_run(p) if p.is_dir() else read_mrc_file(p))
+            run = _run_of(p)
+            layers.extend(read_run(run) if run is not None else read_mrc_file(p))
         except InputError as e:
             user_error(e, "napari-cryodrgn could not open it")
     return layers or NOTHING
@@ -63,6 +77,7 @@ def read_mrc_file(path: Path) -> list:
         layer = stack_layer(data, apix, path.stem, {"path": str(path)})
         layer[1]["contrast_limits"] = _sample_limits(data)
         return [layer]
+    show_maps_in_3d_later()
     return [map_layer(np.array(data, np.float32), apix, path.stem, {"path": str(path)})]
 
 
@@ -86,6 +101,7 @@ def read_run(path: Path, explore: bool = True) -> list:
                      "the run's CTF file is not found); the map is shown in pixels")
     if explore:
         open_explorer_later(path)
+    show_maps_in_3d_later()
     return [map_layer(ov.volume, ov.apix, MAP_LAYER, meta)]
 
 
@@ -106,3 +122,21 @@ def open_explorer_later(path: Path) -> None:
         widget.open_run(path)
 
     QTimer.singleShot(0, _open)
+
+
+def open_run_dialog(viewer: napari.viewer.Viewer) -> None:
+    """File > Open cryoDRGN run...: choose a training folder and open it with this plugin (its
+    map in 3D and the Explore dock on it), with no "choose a reader" question."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from .notify import show_error
+
+    folder = QFileDialog.getExistingDirectory(
+        viewer.window._qt_window, "Open a cryoDRGN training folder (ours or cryoDRGN's)")
+    if not folder:
+        return
+    if not is_run_folder(Path(folder)):
+        show_error(f"{folder} is not a training folder (no config.yaml with weights and "
+                   "latents); choose the folder a training run wrote.")
+        return
+    viewer.open(folder, plugin="napari-cryodrgn")

@@ -94,12 +94,28 @@ class SelectPanel(QGroupBox):
 
     def set_session(self, session) -> None:
         if self.session is not None:
-            self.session.selection.changed.disconnect(self.update_state)
+            self.session.selection.changed.disconnect(self._on_selection)
             self.session.events.colourings.disconnect(self.update_state)
+            self.session.events.epoch.disconnect(self._on_epoch)
         self.session = session
-        session.selection.changed.connect(self.update_state, thread="main")
+        session.selection.changed.connect(self._on_selection, thread="main")
         session.events.colourings.connect(self.update_state, thread="main")  # index located
+        session.events.epoch.connect(self._on_epoch, thread="main")
+        self._clear_gallery("")
         self.update_state()
+
+    def _on_selection(self, *_) -> None:
+        self.update_state()
+        self._clear_gallery("the selection changed: press Gallery for its particles")
+
+    def _on_epoch(self, *_) -> None:
+        self._clear_gallery("another epoch: press Gallery for its model's projections")
+
+    def _clear_gallery(self, why: str) -> None:
+        """Never show pairs of an older selection or epoch (their caption would be wrong)."""
+        self.gallery_job.cancel()
+        if self.gallery.thumbnails or why == "":
+            self.gallery.set_pairs([], [], [], why)
 
     def update_state(self, *_) -> None:
         s = self.session
