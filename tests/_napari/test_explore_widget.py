@@ -344,10 +344,15 @@ def test_nothing_stale_after_a_change_of_view_or_epoch(viewer, qtbot, explore):
     picked = w.picks[-1]
     # a gallery of the selection, then the selection changes: the old pairs go
     s.select(np.arange(20))
-    panel.n_gallery.setValue(4)
+    panel.n_gallery.setValue(8)
     qtbot.mouseClick(panel.gallery_btn, LEFT)
     qtbot.waitUntil(lambda: panel.gallery_ready, timeout=60_000)
-    assert "4 of 20" in panel.gallery.caption.text()
+    assert "8 of 20" in panel.gallery.caption.text()
+    thumbs = panel.gallery.thumbnails
+    assert all(t.label.text() == f"particle {t.index}" for t in thumbs)  # labelled
+    qtbot.wait(50)
+    rows_in_view = panel.gallery.inner.parentWidget().height() / thumbs[0].height()
+    assert rows_in_view >= 4, rows_in_view  # 4 rows of pairs without scrolling
     s.select(np.arange(50))
     assert not panel.gallery.thumbnails and "selection changed" in panel.gallery.caption.text()
     # another epoch: the map is the same particle's, decoded by that epoch's model
@@ -360,3 +365,16 @@ def test_nothing_stale_after_a_change_of_view_or_epoch(viewer, qtbot, explore):
     np.testing.assert_allclose(viewer.layers[MAP_LAYER].data, s.decode(s.z[picked]), rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(marker(), s.z[picked, [0, 1]], rtol=1e-5, atol=1e-6)
+
+
+def test_the_dock_fits_a_1080p_screen(viewer, qtbot, explore):
+    # sections collapse and the dock scrolls instead of forcing the window taller
+    w = explore
+    assert w.minimumSizeHint().height() < 1000
+    assert viewer.window._qt_window.minimumSizeHint().height() < 1000
+    assert w.scatter.plot.height() >= 300  # the scatter keeps a usable size inside
+    w.series_section.collapse(animate=False)
+    w.selection_section.collapse(animate=False)
+    qtbot.wait(50)
+    assert not w.selection_section.isExpanded() and w.selection_panel.visibleRegion().isEmpty()
+    assert w.minimumSizeHint().height() < 1000

@@ -26,15 +26,17 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QFrame,
     QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
+from superqt import QCollapsible
 
 from ..analysis.export import export_series, iso_level
 from ..errors import InputError
@@ -204,20 +206,38 @@ class ExploreWidget(QWidget):
         series.addWidget(self.series_box, 4, 0, 1, 2)
         series.addWidget(self.export_btn, 4, 2)
         series.addWidget(self.movie_btn, 5, 2)
-        series_group = QGroupBox("Map series")
-        series_group.setLayout(series)
+        series_box = QWidget()
+        series_box.setLayout(series)
+        self.series_section = QCollapsible("Map series")
+        self.series_section.addWidget(series_box)
+        self.series_section.expand(animate=False)
 
-        lay = QVBoxLayout(self)
+        # the dock fits a 1080p screen beside the canvas: its sections collapse and the whole
+        # scrolls, rather than forcing the window taller than the screen
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
         lay.addLayout(top)
         lay.addLayout(tool_row)
         lay.addWidget(self.scatter)
         lay.addWidget(self.info)
         lay.addWidget(self.auto_threshold)
-        lay.addWidget(series_group)
+        lay.addWidget(self.series_section)
         from .select_panel import SelectPanel
 
         self.selection_panel = SelectPanel(self)
-        lay.addWidget(self.selection_panel)
+        self.selection_panel.setTitle("")  # the section names it
+        self.selection_section = QCollapsible("Selection")
+        self.selection_section.addWidget(self.selection_panel)
+        self.selection_section.expand(animate=False)
+        lay.addWidget(self.selection_section)
+        lay.addStretch(1)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(inner)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll)
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:

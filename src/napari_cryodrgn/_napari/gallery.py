@@ -9,6 +9,8 @@ from qtpy.QtGui import QImage, QPixmap
 from qtpy.QtWidgets import QGridLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 THUMB = 72  # pixels per image
+ROWS = 4  # rows of pairs the gallery shows without scrolling
+ROW_EXTRA = 24  # the particle-number label and spacing under each pair
 
 
 def to_pixmap(img: np.ndarray, size: int = THUMB) -> QPixmap:
@@ -22,8 +24,9 @@ def to_pixmap(img: np.ndarray, size: int = THUMB) -> QPixmap:
                                           Qt.TransformationMode.SmoothTransformation)
 
 
-class Thumbnail(QLabel):
-    """One raw | projection pair of a particle; a click emits its index."""
+class Thumbnail(QWidget):
+    """One raw | projection pair of a particle, labelled with its particle number; a click
+    emits its index."""
 
     clicked = Signal(int)
 
@@ -32,9 +35,21 @@ class Thumbnail(QLabel):
         self.index = index
         pair = np.concatenate([raw, np.full((raw.shape[0], 2), np.nan), proj], axis=1)
         pair = np.nan_to_num(pair, nan=float(np.nanmin(pair)))
-        self.setPixmap(to_pixmap(pair, 2 * THUMB))
-        self.setToolTip(f"particle {index}: raw image | model projection at its pose and z")
+        self.image = QLabel()
+        self.image.setPixmap(to_pixmap(pair, 2 * THUMB))
+        self.label = QLabel(f"particle {index}")
+        self.label.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.image)
+        lay.addWidget(self.label)
+        self.setToolTip(f"particle {index}: raw image | model projection at its pose and z "
+                        "(click to locate it on the scatter)")
         self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def pixmap(self):
+        return self.image.pixmap()
 
     def mousePressEvent(self, ev):  # noqa: N802 - Qt override
         if ev.button() == Qt.MouseButton.LeftButton:
@@ -56,7 +71,7 @@ class Gallery(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.inner)
-        scroll.setMinimumHeight(2 * THUMB + 24)
+        scroll.setMinimumHeight(ROWS * (THUMB + ROW_EXTRA) + 8)  # 4 rows of pairs in view
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         self.caption = QLabel("")
