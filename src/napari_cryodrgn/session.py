@@ -212,6 +212,7 @@ class Session:
         self._k = 20
         self.paths: EventedDict = EventedDict()  # name -> LatentPath
         self._meta: dict[str, np.ndarray] | None = None
+        self._imported: dict[str, np.ndarray] = {}  # colourings a user loaded from files
         self._set_latents(latents)
         self.selection = Selection(self.n, folder.state_dir / "selection.npy",
                                    autosave=autosave)
@@ -469,8 +470,40 @@ class Session:
 
     def colouring_names(self) -> list[str]:
         return (["density", "kmeans"] + [f"z{i}" for i in range(self.zdim)]
-                + list(self._dataset().get("colourings", {}))
+                + list(self._dataset().get("colourings", {})) + list(self._imported)
                 + (["loss"] if self._dataset().get("loss") else []))
+
+    def is_categorical(self, name: str) -> bool:
+        """Whether colouring ``name`` holds categories (k-means clusters, RELION classes,
+        micrographs...) rather than a continuous value."""
+        return name == "kmeans" or name in self._dataset().get("categorical", ())
+
+    def category_labels(self, name: str) -> list[str] | None:
+        """The names of a text column's categories (value i is ``labels[i]``), else None."""
+        return self._dataset().get("labels", {}).get(name)
+
+    def add_colouring(self, name: str, values) -> str:
+        """Colour by a per-particle array of this run's particles (one value per row of the
+        latents, in their order); returns the name used ("file: NAME"). Emits colourings."""
+        v = np.asarray(values)
+        if v.ndim == 2 and 1 in v.shape:
+            v = v.ravel()
+        if v.ndim != 1 or v.dtype.kind not in "biuf":
+            raise InputError(f"{name}: a colouring needs one number per particle, got an "
+                             f"array of shape {v.shape} and type {v.dtype}")
+        if len(v) != self.n:
+            raise InputError(f"{name} has {len(v)} values but the run has {self.n} particles "
+                             "(one value per particle, in the run's order)")
+        key = name if name.startswith("file: ") else f"file: {name}"
+        self._imported[key] = v.astype(np.float32)
+        self.events.colourings.emit()
+        return key
+
+    def add_colouring_file(self, path) -> str:
+        """:meth:`add_colouring` from a .npy/.txt/.csv/.pkl file of per-particle values."""
+        from .io.values import load_values
+
+        return self.add_colouring(Path(path).name, load_values(path))
 
     def colouring(self, name: str, space: str | None = None) -> np.ndarray:
         """Per-particle values (N,) float32 for colouring the scatter."""
@@ -484,6 +517,8 @@ class Session:
         extra = self._dataset().get("colourings", {})
         if name in extra:
             return extra[name]
+        if name in self._imported:
+            return self._imported[name]
         if name == "loss":
             return self.particle_loss()
         raise InputError(f"no colouring {name!r}; choose one of {self.colouring_names()}")

@@ -378,3 +378,48 @@ def test_the_dock_fits_a_1080p_screen(viewer, qtbot, explore):
     qtbot.wait(50)
     assert not w.selection_section.isExpanded() and w.selection_panel.visibleRegion().isEmpty()
     assert w.minimumSizeHint().height() < 1000
+
+
+def test_dropped_values_file_colours_the_scatter(viewer, qtbot, explore, tmp_path, notes):
+    from qtpy.QtCore import QMimeData, QPoint, QUrl
+    from qtpy.QtGui import QDragEnterEvent, QDropEvent
+
+    w, s = explore, explore.session
+    classes = np.arange(s.n) % 3
+    np.save(tmp_path / "class.npy", classes)
+    np.save(tmp_path / "wrong.npy", np.arange(s.n + 5))
+
+    def drop(path):
+        md = QMimeData()
+        md.setUrls([QUrl.fromLocalFile(str(path))])
+        ev = QDropEvent(QPoint(20, 20).toPointF(), Qt.DropAction.CopyAction, md,
+                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        enter = QDragEnterEvent(QPoint(20, 20), Qt.DropAction.CopyAction, md,
+                                Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        w.dragEnterEvent(enter)  # QTest cannot drag; the handlers get Qt's own events
+        assert enter.isAccepted()
+        w.dropEvent(ev)
+
+    drop(tmp_path / "class.npy")
+    assert s.colour_by == "file: class.npy" and w.colour.currentData() == "file: class.npy"
+    qtbot.waitUntil(lambda: w.idle, timeout=30_000)
+    np.testing.assert_array_equal(s.colouring("file: class.npy"), classes)
+    drop(tmp_path / "wrong.npy")  # one line, and the colouring stays
+    assert any("has 125 values but the run has 120" in m for k, m in notes if k == "error")
+    assert s.colour_by == "file: class.npy"
+
+
+def test_legend_for_categories_and_colour_bar_for_values(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    s.k = 4
+    s.colour_by = "kmeans"
+    qtbot.waitUntil(lambda: w.idle and w._drawn[2] == "kmeans", timeout=30_000)
+    # the cluster numbers that select --kmeans-labels takes, read off the screen
+    labels = np.unique(s.kmeans(4)[0])
+    assert w.scatter.legend is not None and w.scatter.colour_bar is None
+    assert w.scatter.legend_entries == [f"{c:g}" for c in labels]
+    s.colour_by = "z0"
+    qtbot.waitUntil(lambda: w.idle and w._drawn[2] == "z0", timeout=30_000)
+    assert w.scatter.legend is None and w.scatter.colour_bar is not None
+    lo, hi = w.scatter.colour_bar.levels()
+    np.testing.assert_allclose((lo, hi), np.percentile(s.z[:, 0], [1, 99]), rtol=1e-4)

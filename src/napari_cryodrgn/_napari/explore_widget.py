@@ -131,6 +131,13 @@ class ExploreWidget(QWidget):
         top.addWidget(self.view, 2, 1)
         top.addWidget(QLabel("Colour"), 2, 2)
         top.addWidget(self.colour, 2, 3)
+        self.colour_file_btn = QPushButton("Colour by file…")
+        self.colour_file_btn.setToolTip(
+            "Colour by per-particle values from a .npy/.txt/.csv/.pkl file (one number per "
+            "particle of this run, in its order); files dropped on the dock work too")
+        self.colour_file_btn.clicked.connect(self._on_colour_file_clicked)
+        top.addWidget(self.colour_file_btn, 3, 2, 1, 2)
+        self.setAcceptDrops(True)
 
         self.tools = QButtonGroup(self)
         tool_row = QHBoxLayout()
@@ -241,7 +248,8 @@ class ExploreWidget(QWidget):
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.view, self.colour, self.pc_btn, self.finish_btn, self.graph_btn,
+        for w in (self.view, self.colour, self.colour_file_btn, self.pc_btn, self.finish_btn,
+                  self.graph_btn,
                   self.kmeans_btn, self.clear_paths_btn, self.export_btn, self.movie_btn,
                   *self.tool_buttons.values()):
             w.setEnabled(on)
@@ -415,7 +423,8 @@ class ExploreWidget(QWidget):
         if stale or (epoch, space, colour) != (s.epoch, s.space, s.colour_by):
             self._request_view()  # the session moved on while this was computed
             return
-        self.scatter.set_points(xy, values, colour == "kmeans", s.axis_labels(space))
+        self.scatter.set_points(xy, values, s.is_categorical(colour), s.axis_labels(space),
+                                names=s.category_labels(colour), title=colour)
         self._drawn = (epoch, space, colour)
         self._place_marker()  # the map's point in this view, not the old view's click
         self._on_selection()
@@ -446,6 +455,53 @@ class ExploreWidget(QWidget):
     def _on_view_changed(self, _text: str) -> None:
         if self.session is not None and self.view.currentData():
             self.session.space = self.view.currentData()
+
+    def add_colouring_files(self, paths) -> list[str]:
+        """Colourings from per-particle value files; the last one becomes the colouring. Bad
+        files are notified (one line each) and skipped. Returns the names added."""
+        if self.session is None:
+            show_error("Open a run first: a colouring file holds one value per particle of it.")
+            return []
+        names = []
+        for path in paths:
+            try:
+                names.append(self.session.add_colouring_file(path))
+            except InputError as e:
+                show_error(str(e))
+        if names:
+            self.session.colour_by = names[-1]
+        return names
+
+    def _on_colour_file_clicked(self) -> None:
+        from ..io.values import SUFFIXES
+
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Per-particle values to colour by", str(self.session.workdir),
+            f"Per-particle values ({' '.join('*' + x for x in SUFFIXES)})")
+        if path:
+            self.add_colouring_files([path])
+
+    @staticmethod
+    def _dropped_files(event) -> list[str]:
+        from ..io.values import SUFFIXES
+
+        md = event.mimeData()
+        if not md.hasUrls():
+            return []
+        return [u.toLocalFile() for u in md.urls()
+                if u.isLocalFile() and Path(u.toLocalFile()).suffix.lower() in SUFFIXES]
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self.session is not None and self._dropped_files(event):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        files = self._dropped_files(event)
+        if files:
+            event.acceptProposedAction()
+            self.add_colouring_files(files)
 
     def _on_colour_changed(self, _text: str) -> None:
         if self.session is not None and self.colour.currentData():

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 TOOLS = ("pick", "path", "lasso", "rect", "cluster")
 LEVELS = 24
 SELECT_BRUSH = (255, 140, 0, 220)
+MAX_LEGEND = 24  # legend entries shown (a note says how many more)
 CATEGORY_COLOURS = [
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
     (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
@@ -91,14 +92,19 @@ class LatentScatter(QWidget):
     clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
 
     def set_foreground(self, colour: str) -> None:
-        """The colour of the path being drawn (the theme's text colour)."""
+        """The colour of the path being drawn and of the legend text (the theme's text)."""
         self.draft.setPen(pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine))
         self.draft.setSymbolBrush(colour)
+        self.set_foreground_keys(colour)
 
     def __init__(self, max_display: int = 20_000, parent=None):
         super().__init__(parent)
         self.max_display = max_display
         self.tool = "pick"
+        self.legend: pg.LegendItem | None = None
+        self.legend_entries: list[str] = []
+        self.colour_bar: pg.ColorBarItem | None = None
+        self._fg = "#f0f1f2"
         self.vb = _ToolViewBox(self)
         self.plot = pg.PlotWidget(viewBox=self.vb)
         self.plot.setMinimumHeight(320)
@@ -128,8 +134,10 @@ class LatentScatter(QWidget):
 
     # -- data ----------------------------------------------------------------------------------
     def set_points(self, xy: np.ndarray, values: np.ndarray | None = None,
-                   categorical: bool = False, labels: tuple[str, str] = ("", "")) -> None:
-        """Show ``xy`` (N, 2) coloured by ``values`` (continuous or category labels)."""
+                   categorical: bool = False, labels: tuple[str, str] = ("", ""),
+                   names: list[str] | None = None, title: str = "") -> None:
+        """Show ``xy`` (N, 2) coloured by ``values`` (continuous or category labels; ``names``
+        of the categories for the legend, ``title`` of the colour bar or legend)."""
         xy = np.asarray(xy, np.float32)
         new_n = len(xy) != len(self.xy)
         self.xy = xy
@@ -140,27 +148,32 @@ class LatentScatter(QWidget):
                 self.display = np.sort(rng.choice(n, self.max_display, replace=False))
             else:
                 self.display = np.arange(n)
-        self.set_values(values, categorical)
+        self.set_values(values, categorical, names, title)
         self.plot.setLabel("bottom", labels[0])
         self.plot.setLabel("left", labels[1])
         self.vb.autoRange(padding=0.05)
 
-    def set_values(self, values: np.ndarray | None, categorical: bool = False) -> None:
-        """Recolour the displayed points (one scatter item per colour level)."""
+    def set_values(self, values: np.ndarray | None, categorical: bool = False,
+                   names: list[str] | None = None, title: str = "") -> None:
+        """Recolour the displayed points (one scatter item per colour), with a legend of the
+        categories (their numbers, or ``names``) or a colour bar of the continuous range."""
         for it in self._layers:
             self.plot.removeItem(it)
         self._layers = []
+        self._clear_keys()
         d = self.display
         pts = self.xy[d]
         if values is None:
             groups = [(np.arange(len(d)), (120, 200, 255))]
         else:
-            v = np.asarray(values)[d]
+            values = np.asarray(values)
+            v = values[d]
             if categorical:
-                cats = np.unique(v)
-                groups = [(np.flatnonzero(v == c),
-                           CATEGORY_COLOURS[int(i) % len(CATEGORY_COLOURS)])
-                          for i, c in enumerate(cats)]
+                cats = np.unique(values[np.isfinite(values)])  # every category, shown or not
+                slot = np.searchsorted(cats, v) % len(CATEGORY_COLOURS)
+                groups = [(np.flatnonzero(slot == k), CATEGORY_COLOURS[k])
+                          for k in range(len(CATEGORY_COLOURS))]
+                self._show_legend(cats, names, title)
             else:
                 finite = np.isfinite(v)
                 lo, hi = (np.percentile(v[finite], [1, 99]) if finite.any() else (0.0, 1.0))
@@ -171,6 +184,7 @@ class LatentScatter(QWidget):
                 rgba = cmap.map(np.linspace(0, 1, LEVELS), mode="byte")
                 groups = [(np.flatnonzero(level == k), tuple(int(c) for c in rgba[k][:3]))
                           for k in range(LEVELS)]
+                self._show_colour_bar(float(lo), float(hi), cmap, title)
         for rows, colour in groups:
             if not len(rows):
                 continue
@@ -179,6 +193,51 @@ class LatentScatter(QWidget):
             _passive(it)
             self.plot.addItem(it)
             self._layers.append(it)
+
+    # -- keys: legend and colour bar ------------------------------------------------------------
+    def _clear_keys(self) -> None:
+        item = self.plot.getPlotItem()
+        if self.legend is not None:
+            self.legend.scene() and self.legend.scene().removeItem(self.legend)
+            self.legend = None
+        if self.colour_bar is not None:
+            item.layout.removeItem(self.colour_bar)
+            self.colour_bar.scene() and self.colour_bar.scene().removeItem(self.colour_bar)
+            self.colour_bar = None
+
+    def _show_legend(self, cats: np.ndarray, names, title: str) -> None:
+        """Category numbers (as ``select --kmeans-labels`` and the files use them) or names,
+        with their colours; up to MAX_LEGEND entries (colours repeat beyond the palette)."""
+        self.legend = pg.LegendItem(offset=(-5, 5), labelTextColor=self._fg, labelTextSize="8pt",
+                                    colCount=2 if len(cats) > 10 else 1)
+        self.legend.setParentItem(self.plot.getPlotItem().vb)
+        if title:
+            self.legend.setLabelTextColor(self._fg)
+        shown = cats[:MAX_LEGEND]
+        self.legend_entries = []
+        for i, c in enumerate(shown):
+            label = (names[int(c)] if names is not None and 0 <= int(c) < len(names)
+                     else f"{c:g}")
+            sample = pg.ScatterPlotItem(size=8, pen=None,
+                                        brush=pg.mkBrush(*CATEGORY_COLOURS[i % len(
+                                            CATEGORY_COLOURS)]))
+            self.legend.addItem(sample, label)
+            self.legend_entries.append(label)
+        if len(cats) > MAX_LEGEND:
+            self.legend.addItem(pg.ScatterPlotItem(size=0), f"… {len(cats) - MAX_LEGEND} more")
+            self.legend_entries.append(f"… {len(cats) - MAX_LEGEND} more")
+
+    def _show_colour_bar(self, lo: float, hi: float, cmap, title: str) -> None:
+        """The continuous colouring's range (1st-99th percentile) beside the plot."""
+        self.colour_bar = pg.ColorBarItem(values=(lo, hi if hi > lo else lo + 1.0),
+                                          colorMap=cmap, interactive=False, width=12,
+                                          label=title or None, colorMapMenu=False)
+        self.plot.getPlotItem().layout.addItem(self.colour_bar, 2, 5)
+
+    def set_foreground_keys(self, colour: str) -> None:
+        self._fg = colour
+        if self.legend is not None:
+            self.legend.setLabelTextColor(colour)
 
     def set_selection(self, mask: np.ndarray | None) -> None:
         """Highlight selected particles (those among the displayed points)."""
