@@ -469,7 +469,7 @@ class Session:
             self.events.colour_by.emit(name)
 
     def colouring_names(self) -> list[str]:
-        return (["density", "kmeans"] + [f"z{i}" for i in range(self.zdim)]
+        return (["density", "kmeans", "|z|"] + [f"z{i}" for i in range(self.zdim)]
                 + list(self._dataset().get("colourings", {})) + list(self._imported)
                 + (["loss"] if self._dataset().get("loss") else []))
 
@@ -512,6 +512,8 @@ class Session:
             return self._cached(f"density:{space}", lambda: point_density(self.embedding(space)))
         if name == "kmeans":
             return self.kmeans()[0].astype(np.float32)
+        if name == "|z|":
+            return np.linalg.norm(self.z, axis=1).astype(np.float32)
         if name.startswith("z") and name[1:].isdigit() and int(name[1:]) < self.zdim:
             return self.z[:, int(name[1:])].copy()
         extra = self._dataset().get("colourings", {})
@@ -593,6 +595,16 @@ class Session:
     def select_polygon(self, space: str | None, polygon, mode: str = "replace") -> int:
         """Select the particles inside a lasso polygon (M, 2) drawn on a view."""
         return self.select(_select.points_in_polygon(self.embedding(space), polygon), mode)
+
+    def select_range(self, name: str, lo: float, hi: float, mode: str = "replace") -> int:
+        """Select the particles whose colouring ``name`` (per-particle loss, a z coordinate,
+        |z|, defocus, a .star column, an imported file...) lies in [lo, hi]; NaN values are
+        never selected. ``mode`` combines it with the selection (add, subtract, intersect)."""
+        if not lo <= hi:
+            raise InputError(f"range {lo:g} to {hi:g} of {name}: the low end must not exceed "
+                             "the high end")
+        v = self.colouring(name)
+        return self.selection.set((v >= lo) & (v <= hi), mode)
 
     def select_rect(self, space: str | None, corner0, corner1, mode: str = "replace") -> int:
         return self.select(_select.points_in_rect(self.embedding(space), corner0, corner1), mode)

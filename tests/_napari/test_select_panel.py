@@ -197,3 +197,31 @@ def test_missing_index_is_located_not_guessed(viewer, qtbot, tiny_dataset, tmp_p
     assert panel.locate_btn.isHidden()
     qtbot.mouseClick(panel.save_btn, LEFT)
     np.testing.assert_array_equal(load_index(out, None), ind[:5])
+
+
+def test_threshold_selection_with_histogram_and_lasso(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    t = w.threshold
+    w.threshold_section.expand(animate=False)
+    t.value.setCurrentText("|z|")
+    qtbot.waitUntil(lambda: w.idle and t.hist.xData is not None, timeout=30_000)
+    norm = np.linalg.norm(s.z, axis=1)
+    counts = t.hist.yData
+    assert counts.sum() == s.n  # the histogram holds every particle
+    lo, hi = np.percentile(norm, [20, 70])
+    t.region.setRegion((lo, hi))  # as a drag of the band leaves it
+    assert t.range == pytest.approx((lo, hi), abs=1e-5)
+    t.mode.setCurrentText("replace")
+    w.scroll.ensureWidgetVisible(t.apply_btn)  # the user scrolls the dock down to it
+    qtbot.wait(20)
+    qtbot.mouseClick(t.apply_btn, LEFT)
+    expect = (norm >= t.range[0]) & (norm <= t.range[1])
+    np.testing.assert_array_equal(s.selection.mask, expect)
+    # combined with a lasso-like selection: intersect keeps only the particles in both
+    s.select(np.arange(s.n // 2))
+    t.mode.setCurrentText("intersect")
+    qtbot.mouseClick(t.apply_btn, LEFT)
+    both = expect.copy()
+    both[s.n // 2:] = False
+    np.testing.assert_array_equal(s.selection.mask, both)
+    assert f"selected {both.sum()} of" in w.selection_panel.count.text()

@@ -47,6 +47,7 @@ from .layers import map_layer, spatial
 from .notify import show_error, show_info
 from .plot_theme import follow_theme
 from .scatter import LatentScatter
+from .threshold import ThresholdPanel
 from .widgets import PathEdit
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,7 @@ class ExploreWidget(QWidget):
         self.finish_btn.setToolTip("End the drawn path (or press Enter in the plot)")
         tool_row.addWidget(self.finish_btn)
         self.scatter = LatentScatter()
-        follow_theme(self.viewer, self.scatter.plot,
-                     on_change=lambda bg, fg: self.scatter.set_foreground(fg))
+
         self.finish_btn.clicked.connect(self._on_finish_clicked)
         self.tool_buttons["pick"].setChecked(True)
         self.scatter.picked.connect(self._on_pick)
@@ -237,6 +237,10 @@ class ExploreWidget(QWidget):
         self.selection_section.addWidget(self.selection_panel)
         self.selection_section.expand(animate=False)
         lay.addWidget(self.selection_section)
+        self.threshold = ThresholdPanel()
+        self.threshold_section = QCollapsible("Select by value")
+        self.threshold_section.addWidget(self.threshold)
+        lay.addWidget(self.threshold_section)
         lay.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
@@ -245,6 +249,8 @@ class ExploreWidget(QWidget):
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll)
+        follow_theme(self.viewer, self.scatter.plot, self.threshold.plot,
+                     on_change=lambda bg, fg: self.scatter.set_foreground(fg))
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
@@ -296,6 +302,7 @@ class ExploreWidget(QWidget):
         self._fill_colours()
         self._set_enabled(True)
         self.selection_panel.set_session(session)
+        self.threshold.set_session(session)
         for name in list(session.paths):
             self._on_path_added(name)
         self._request_view()
@@ -540,7 +547,7 @@ class ExploreWidget(QWidget):
 
     def _jobs(self) -> list[LatestJob]:
         return [self.map_job, self.view_job, self.epoch_job, self.path_job, self.cluster_job,
-                self.export_job, *self.series_jobs.values()]
+                self.export_job, self.threshold.job, *self.series_jobs.values()]
 
     @property
     def idle(self) -> bool:

@@ -147,10 +147,17 @@ class LatestJob:
     def _done(self, rid: int, result) -> None:
         if rid != self._req:
             return  # superseded (or cancelled) meanwhile
-        if isinstance(result, _UserError):
-            self.on_error(result.message)
-        elif self.on_result is not None:
-            self.on_result(result)
+        try:
+            if isinstance(result, _UserError):
+                self.on_error(result.message)
+            elif self.on_result is not None:
+                self.on_result(result)
+        except RuntimeError as e:
+            if "has been deleted" not in str(e):
+                raise
+            # the dock was closed (its Qt widgets deleted) while this job ran: nothing to show
+            self._req += 1
+            log.debug("%s: result dropped, its widget is gone", self.label)
 
     def _finished(self) -> None:
         self._worker = None

@@ -32,6 +32,7 @@ from ..training.settings import (
     preset_of,
     specs,
 )
+from .widgets import show_path_end
 
 CUSTOM = "custom (the advanced settings)"
 INT_MAX = 2**31 - 1
@@ -77,6 +78,7 @@ def make_widget(name: str, spec, value):
                      value=value, **common)
         if g.get("placeholder"):
             w.line_edit.native.setPlaceholderText(g["placeholder"])
+        show_path_end(w.line_edit.native)  # a long path shows its file name
         return w
     if k == "bool":
         return CheckBox(value=bool(value), **common)

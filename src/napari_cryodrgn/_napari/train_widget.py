@@ -1,15 +1,25 @@
-"""The Train dock: inputs, Start / Stop / Resume, live progress, loss curves and latent preview.
+"""The Train dock: inputs, Start / Stop / Resume, live progress, loss curves and latent preview,
+and "Explore this run" (opens the output folder in the Explore dock once it has a checkpoint).
 
 Training runs the engine's :class:`~napari_cryodrgn.training.trainer.Trainer` in a napari
 generator worker; only the main thread touches widgets and layers. The worker leaves the GUI a
 CPU core (torch thread count) so the window keeps serving events.
+
+No dead ends: whatever a stopped, killed or failed run left in its folder, Resume works there
+and Start's refusal says so (see :func:`folder_state`). Resume on a run that stopped before its
+first checkpoint trains it again from epoch 1, as ``--load latest`` does on the command line;
+only the run's own partial outputs (config.yaml, run.log, temporary files) are replaced or
+added to, never other files.
+
+The dock fits a 1080p screen: the settings scroll when the dock is short, and the loss curves
+and the latent preview are sections the user can fold.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +38,108 @@ from qtpy.QtWidgets import (
 from ..analysis.embed import fit_pca
 from ..errors import InputError, TrainingDiverged
 from ..io.mrc import read_mrc_header
-from ..training.checkpoint import epochs_in, resume_point
+from ..training.checkpoint import INPROGRESS, epochs_in
 from ..training.events import format_duration
-from ..training.outdir import check_new_run_folder
+from ..training.outdir import OS_LITTER, check_new_run_folder
 from ..training.settings import TrainSettings, batch_for_box, preset_for_box
+from .jobs import gui_threads, leave_a_core_for_the_gui
 from .loss_plot import LossPlot
 from .notify import show_error, show_info
 from .plot_theme import follow_theme
 from .settings_form import SettingsForm
+from .widgets import FitScrollArea, Section
 
 log = logging.getLogger(__name__)
 
+PLUGIN = "napari-cryodrgn"
 SHUTDOWN_WAIT_S = 60.0
+RUN_LOG = "run.log"
 
 
-def gui_threads() -> int:
-    """Torch threads for training in the GUI: every core but one."""
-    return max(1, (os.cpu_count() or 2) - 1)
+def _is_temp(name: str) -> bool:
+    """A temporary file of an interrupted atomic write (the trainer removes them)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def folder_state(outdir) -> tuple[str, str]:
+    """What an output folder holds, for Start and Resume: ``(state, detail)``, state one of
+
+    - ``new``: missing or empty (only files the operating system leaves): Start trains there;
+    - ``checkpoint``: a run with a checkpoint (detail: where it stopped): Resume continues it;
+    - ``no-checkpoint``: a run's config.yaml but no checkpoint (it stopped or failed before its
+      first): Resume trains it again from epoch 1 with its recorded settings;
+    - ``log-only``: only run.log (and temporary files) of a run stopped before it recorded its
+      settings: Resume trains there from epoch 1 with the form's settings;
+    - ``final-only``: weights.pkl without numbered checkpoints: neither (nothing to continue
+      from, and a trained model is never written over);
+    - ``other``: files of something else (detail names them): neither.
+
+    Only file names are looked at (no checkpoint is loaded), so it is cheap on the GUI thread.
+    """
+    p = Path(outdir)
+    if p.exists() and not p.is_dir():
+        return "other", f"{p.name} is a file"
+    if not p.is_dir():
+        return "new", ""
+    names = sorted(q.name for q in p.iterdir() if q.name not in OS_LITTER)
+    if not names:
+        return "new", ""
+    eps = epochs_in(p)
+    if (p / INPROGRESS).is_file():
+        after = f" after {len(eps)} complete epochs" if eps else ""
+        return "checkpoint", f"stopped inside an epoch{after}"
+    if eps:
+        return "checkpoint", f"epochs up to {eps[-1]} saved"
+    if (p / "weights.pkl").exists():
+        return "final-only", "weights.pkl but no numbered checkpoint"
+    if (p / "config.yaml").is_file():
+        return "no-checkpoint", "stopped before its first checkpoint"
+    if all(n == RUN_LOG or _is_temp(n) for n in names):
+        return "log-only", "only run.log"
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return "other", f"{names[0]}{more}"
+
+
+def has_checkpoint(outdir) -> bool:
+    """Whether the run in ``outdir`` has a complete epoch to explore (weights.N.pkl and
+    z.N.pkl of one epoch, or cryoDRGN's final weights.pkl and z.pkl)."""
+    if not outdir:
+        return False
+    p = Path(outdir)
+    if not p.is_dir():
+        return False
+    if set(epochs_in(p)) & set(epochs_in(p, "z")):
+        return True
+    return (p / "weights.pkl").is_file() and (p / "z.pkl").is_file()
+
+
+def start_refusal(outdir) -> str | None:
+    """Why Start will not train a new run in ``outdir``, saying what works instead (None: it
+    may). The rule is the command line's (training/outdir.py), worded for the dock."""
+    p = Path(outdir)
+    state, detail = folder_state(p)
+    keep = "nothing was overwritten"
+    new = "or choose a new or empty output folder"
+    if state == "checkpoint":
+        return (f"Output folder {p} already holds a training run ({detail}); {keep}. Press "
+                f"Resume to continue it (up to Epochs), {new}.")
+    if state == "no-checkpoint":
+        return (f"Output folder {p} already holds a training run that {detail}; {keep}. Press "
+                "Resume to train it again from epoch 1 with its recorded settings, or choose a "
+                "new or empty output folder to train with the settings above.")
+    if state == "log-only":
+        return (f"Output folder {p} holds only the run.log of a run that stopped before it "
+                f"began training; {keep}. Press Resume to train there from epoch 1 with these "
+                f"settings, {new}.")
+    if state == "final-only":
+        return (f"Output folder {p} already holds a trained run ({detail}); {keep}. Explore it, "
+                "or choose a new or empty output folder to train a new run.")
+    if state == "other":
+        if detail.endswith("is a file"):
+            return f"Output folder {p} is an existing file; choose a folder name."
+        return (f"Output folder {p} is not empty (it holds {detail}); {keep}. Choose a new or "
+                "empty output folder.")
+    return None
 
 
 def pca2(z: np.ndarray) -> np.ndarray:
@@ -127,6 +222,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
+        leave_a_core_for_the_gui()
         self.viewer = napari_viewer
         self.worker = None
         self._on_done = None
@@ -144,12 +240,14 @@ class TrainWidget(QWidget):
         inputs = QGroupBox("Inputs and settings")
         QVBoxLayout(inputs).addWidget(self.form.native)
 
+        self.form["outdir"].changed.connect(self._update_explore)
         self.start_btn = QPushButton("Start")
         self.stop_btn = QPushButton("Stop")
         self.resume_btn = QPushButton("Resume")
         self.start_btn.setToolTip("Train a new run in an empty or new output folder")
         self.stop_btn.setToolTip("Stop after the current batch; the last checkpoint is kept")
-        self.resume_btn.setToolTip("Continue the run in the output folder up to Epochs")
+        self.resume_btn.setToolTip("Continue the run in the output folder up to Epochs (a run "
+                                   "stopped before its first checkpoint starts again)")
         self.start_btn.clicked.connect(self._on_start)
         self.stop_btn.clicked.connect(self._on_stop)
         self.resume_btn.clicked.connect(self._on_resume)
@@ -163,6 +261,10 @@ class TrainWidget(QWidget):
         self.progress.setFormat("idle")
         self.status = QLabel("Choose particles, poses, CTF and an output folder.")
         self.status.setWordWrap(True)
+        self.explore_btn = QPushButton("Explore this run")
+        self.explore_btn.setToolTip("Open the run in the output folder in the Explore dock "
+                                    "(once it has a checkpoint)")
+        self.explore_btn.clicked.connect(self._on_explore)
         self.loss_plot = LossPlot()
         self.latent = pg.PlotWidget()
         self.latent.setMinimumHeight(160)
@@ -173,15 +275,18 @@ class TrainWidget(QWidget):
         self.latent.addItem(self.latent_points)
         follow_theme(self.viewer, self.loss_plot.view, self.latent)
 
+        # the settings scroll when the dock is short; the plots are sections one can fold
+        self.settings_area = FitScrollArea(inputs)
+        self.loss_section = Section("Loss", self.loss_plot)
+        self.latent_section = Section("Latent space (PCA), after each checkpoint", self.latent)
         lay = QVBoxLayout(self)
-        lay.addWidget(inputs)
+        lay.addWidget(self.settings_area)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.status)
-        lay.addWidget(QLabel("Loss"))
-        lay.addWidget(self.loss_plot)
-        lay.addWidget(QLabel("Latent space (PCA), after each checkpoint"))
-        lay.addWidget(self.latent)
+        lay.addWidget(self.explore_btn)
+        lay.addWidget(self.loss_section, 1)
+        lay.addWidget(self.latent_section, 1)
         self._set_running(False)
 
     def _register_close_hook(self) -> None:
@@ -248,11 +353,18 @@ class TrainWidget(QWidget):
             self.form.preset.value = preset_for_box(D)
             self.form["batch_size"].value = batch_for_box(D)
 
+    def _outdir(self) -> str | None:
+        v = self.form["outdir"].value
+        return None if v is None or not str(v) else str(v)
+
     def _on_start(self) -> None:
         if self.running:
             return
         try:
             settings = self.settings().checked()
+            refusal = start_refusal(settings.outdir)
+            if refusal:
+                raise InputError(refusal)
             check_new_run_folder(settings.outdir)  # the CLI's rule (training/outdir.py)
         except InputError as e:
             show_error(str(e))
@@ -271,37 +383,64 @@ class TrainWidget(QWidget):
         self._launch(factory, f"starting a new run in {outdir}")
 
     def _on_resume(self) -> None:
+        """Continue the run in the output folder; one stopped before its first checkpoint is
+        trained again from epoch 1 (the command line's ``--load latest``)."""
         if self.running:
             return
-        outdir = self.form["outdir"].value
-        outdir = None if outdir is None else str(outdir)
+        outdir = self._outdir()
+        n = self.form["num_epochs"].value
         try:
             if not outdir:
                 raise InputError("Choose the output folder of the run to resume.")
-            point, kind = resume_point(outdir)
-            if point is None and not (Path(outdir) / "config.yaml").is_file():
-                raise InputError(f"{outdir} holds no training run to resume.")
-            eps = epochs_in(outdir)
-            done = eps[-1] if eps else 0
-            if kind != "mid-epoch" and self.form["num_epochs"].value <= done:
-                raise InputError(
-                    f"{outdir} already has {done} epochs; set Epochs above {done} "
-                    "to train further.")
+            factory, where = self._resume_plan(outdir, n)
         except InputError as e:
             show_error(str(e))
             self.status.setText(str(e))
             return
-        n = self.form["num_epochs"].value
+        self._on_done = None
+        if where.startswith("from epoch 1"):
+            self.loss_plot.clear()
+            self.latent_points.setData([], [])
+        self._launch(factory, f"resuming {outdir} {where}")
+
+    def _resume_plan(self, outdir: str, n: int):
+        """(trainer factory, what it does) for Resume on ``outdir``; InputError saying what
+        works instead where nothing can be resumed."""
+        state, detail = folder_state(outdir)
+        if state == "new":
+            raise InputError(f"{outdir} holds no training run to resume; press Start to train "
+                             "a new run there.")
+        if state in ("other", "final-only"):
+            raise InputError(f"{outdir} holds no training run to resume ({detail}); nothing was "
+                             "changed. Choose the folder of a run, or press Start with a new "
+                             "or empty output folder.")
+        if state == "log-only":
+            # no recorded settings: the form's, as the command line's --load latest does
+            settings = replace(self.settings(), outdir=outdir, load="latest").checked()
+
+            def fresh():
+                from ..training.api import trainer_for
+
+                return trainer_for(settings)
+
+            return fresh, ("from epoch 1 with the settings in the form (the run stopped "
+                           "before it recorded its own)")
+        eps = epochs_in(outdir)
+        done = eps[-1] if eps else 0
+        inside = (Path(outdir) / INPROGRESS).is_file()
+        if state == "checkpoint" and not inside and n <= done:
+            raise InputError(f"{outdir} already has {done} epochs; set Epochs above {done} "
+                             "to train further.")
 
         def factory():
             from ..training.api import resume_trainer
 
             return resume_trainer(outdir, num_epochs=n)
 
-        self._on_done = None
-        where = {"mid-epoch": "inside the epoch it stopped in", "epoch": f"after epoch {done}",
-                 "none": "from the start (it stopped before its first checkpoint)"}[kind]
-        self._launch(factory, f"resuming {outdir} {where}")
+        if state == "no-checkpoint":
+            return factory, ("from epoch 1 with its recorded settings (it stopped before its "
+                             "first checkpoint)")
+        return factory, ("inside the epoch it stopped in" if inside else f"after epoch {done}")
 
     def start_selection_run(self, parent, ind_path, outdir, parent_epoch=None, on_done=None,
                             **overrides) -> None:
@@ -327,6 +466,24 @@ class TrainWidget(QWidget):
         self.latent_points.setData([], [])
         self._on_done = (lambda: on_done(outdir)) if on_done else None
         self._launch(factory, f"training on the selection {ind_path} in {outdir}")
+
+    def _update_explore(self, *_) -> None:
+        self.explore_btn.setEnabled(has_checkpoint(self._outdir()))
+
+    def _on_explore(self) -> None:
+        """Open the run in the output folder in the Explore dock (made, or the one open)."""
+        outdir = self._outdir()
+        if not has_checkpoint(outdir):
+            show_error(f"{outdir} has no checkpoint to explore yet: train at least one epoch.")
+            self._update_explore()
+            return
+        # a new Explore dock shares the Train dock's place (a tab): both stacked need more
+        # height than a 1080p screen has
+        dock, explore = self.viewer.window.add_plugin_dock_widget(PLUGIN, "Explore",
+                                                                  tabify=True)
+        dock.show()
+        dock.raise_()
+        explore.open_run(outdir)
 
     def _on_stop(self) -> None:
         if not self.running:
@@ -380,6 +537,7 @@ class TrainWidget(QWidget):
                 show = pc[:: max(1, len(pc) // 20000)]
                 self.latent_points.setData(show[:, 0], show[:, 1])
             self.status.setText(f"epoch {ev.epoch}: saved {ev.message}")
+            self._update_explore()
         elif ev.kind in ("cancelled", "done"):
             if ev.kind == "done":
                 self.progress.setValue(1000)
@@ -392,9 +550,11 @@ class TrainWidget(QWidget):
     def _on_finished(self) -> None:
         self.worker = None
         self._set_running(False)
+        self._update_explore()
         self.progress.setFormat("idle" if self.progress.value() < 1000 else "done")
 
     def _set_running(self, running: bool) -> None:
         for w in (self.start_btn, self.resume_btn):
             w.setEnabled(not running)
         self.stop_btn.setEnabled(running)
+        self._update_explore()
