@@ -213,6 +213,7 @@ class Session:
         self.paths: EventedDict = EventedDict()  # name -> LatentPath
         self._meta: dict[str, np.ndarray] | None = None
         self._imported: dict[str, np.ndarray] = {}  # colourings a user loaded from files
+        self._other_epochs: dict = {}  # epoch -> (N, 2) PCA positions, for comparisons
         self._set_latents(latents)
         self.selection = Selection(self.n, folder.state_dir / "selection.npy",
                                    autosave=autosave)
@@ -595,6 +596,35 @@ class Session:
     def select_polygon(self, space: str | None, polygon, mode: str = "replace") -> int:
         """Select the particles inside a lasso polygon (M, 2) drawn on a view."""
         return self.select(_select.points_in_polygon(self.embedding(space), polygon), mode)
+
+    # -- convergence: the learning curve and other epochs -------------------------------------
+    def learning_curve(self) -> dict[int, float]:
+        """{epoch: mean training loss} from the run's run.log (ours or cryoDRGN's)."""
+        from .analysis.runlog import read_losses
+
+        return read_losses(self._folder.workdir / "run.log")
+
+    def epoch_pca(self, epoch: int | None) -> np.ndarray:
+        """(N, 2) PC1/PC2 of another epoch's latents of the same particles (the epoch's own
+        PCA), to compare positions with this epoch (as cryoDRGN's analyze_convergence does);
+        cached per epoch for the session."""
+        with self._lock:
+            hit = self._other_epochs.get(epoch)
+        if hit is not None:
+            return hit
+        lat = self._folder.latents(epoch)
+        if len(lat.z) != self.n:
+            raise InputError(f"epoch {epoch} has {len(lat.z)} latents but epoch {self.epoch} "
+                             f"has {self.n}: not the same particles")
+        xy = fit_pca(lat.z).transform(lat.z)[:, :2].astype(np.float32)
+        with self._lock:
+            self._other_epochs[epoch] = xy
+        return xy
+
+    def select_polygon_at(self, xy: np.ndarray, polygon, mode: str = "replace") -> int:
+        """Select the particles whose positions ``xy`` (N, 2; e.g. :meth:`epoch_pca`) lie
+        inside a lasso polygon."""
+        return self.select(_select.points_in_polygon(np.asarray(xy), polygon), mode)
 
     def select_range(self, name: str, lo: float, hi: float, mode: str = "replace") -> int:
         """Select the particles whose colouring ``name`` (per-particle loss, a z coordinate,

@@ -423,3 +423,55 @@ def test_legend_for_categories_and_colour_bar_for_values(viewer, qtbot, explore)
     assert w.scatter.legend is None and w.scatter.colour_bar is not None
     lo, hi = w.scatter.colour_bar.levels()
     np.testing.assert_allclose((lo, hi), np.percentile(s.z[:, 0], [1, 99]), rtol=1e-4)
+
+
+def test_layers_do_not_pile_up(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    _click(qtbot, w, s.embedding("pca")[4])
+    qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
+    s.pc_traversal(1, n=3)
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc1" in viewer.layers and w.idle, timeout=60_000)
+
+    def shown():
+        return {ly.name for ly in viewer.layers if ly.visible}
+
+    assert shown() == {SERIES_PREFIX + "pc1"}  # one volume per frame, not the map beneath
+    s.pc_traversal(2, n=3)
+    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc2" in viewer.layers and w.idle, timeout=60_000)
+    assert shown() == {SERIES_PREFIX + "pc2"}
+    w.series_box.setCurrentText("pc1")  # choosing a series shows it
+    assert shown() == {SERIES_PREFIX + "pc1"}
+    _click(qtbot, w, s.embedding("pca")[9])  # a pick shows the single map again
+    qtbot.waitUntil(lambda: w.map_request_done and w.idle, timeout=30_000)
+    assert shown() == {MAP_LAYER}
+    s.remove_path("pc1")
+    s.remove_path("pc2")
+    assert shown() == {MAP_LAYER}
+
+
+def test_learning_curve_and_another_epoch_with_linked_selection(viewer, qtbot, explore):
+    from napari_cryodrgn.analysis.runlog import read_losses
+
+    w, s = explore, explore.session
+    c = w.convergence
+    w.convergence_section.expand(animate=False)
+    losses = read_losses(s.workdir / "run.log")
+    assert sorted(losses) == [1, 2]
+    np.testing.assert_allclose(c.curve.yData, [losses[1], losses[2]])
+    assert c.marker.value() == s.epoch == 2
+    assert c.other.currentData() == 1
+    qtbot.waitUntil(lambda: w.idle and c._shown == (1, s.colour_by), timeout=30_000)
+    np.testing.assert_allclose(c.compare.xy, s.epoch_pca(1))
+    # a lasso drawn on epoch 1 selects the same particles in epoch 2's scatter (linked)
+    xy = c.compare.xy
+    box = np.array([[xy[:, 0].min() - 1, xy[:, 1].min() - 1], [np.median(xy[:, 0]),
+                    xy[:, 1].min() - 1], [np.median(xy[:, 0]), xy[:, 1].max() + 1],
+                    [xy[:, 0].min() - 1, xy[:, 1].max() + 1]])
+    c.compare.lassoFinished.emit(box, "replace")
+    expect = xy[:, 0] <= np.median(xy[:, 0])
+    np.testing.assert_array_equal(s.selection.mask, expect)
+    shown_main = w.scatter.selected_item.getData()[0]
+    assert len(shown_main) == expect.sum()  # highlighted on the main scatter too
+    s.set_epoch(1)  # the marker moves; the other epoch is now 2
+    qtbot.waitUntil(lambda: w.idle and c._shown == (2, s.colour_by), timeout=30_000)
+    assert c.marker.value() == 1

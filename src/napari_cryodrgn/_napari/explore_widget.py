@@ -41,6 +41,7 @@ from superqt import QCollapsible
 from ..analysis.export import export_series, iso_level
 from ..errors import InputError
 from ..session import Session
+from .convergence import ConvergencePanel
 from .display import show_maps_in_3d
 from .jobs import LatestJob, leave_a_core_for_the_gui
 from .layers import map_layer, spatial
@@ -204,6 +205,9 @@ class ExploreWidget(QWidget):
         series.addWidget(self.graph_btn, 3, 0, 1, 2)
         series.addWidget(self.clear_paths_btn, 3, 2)
         self.series_box = QComboBox()
+        self.series_box.setToolTip("The series shown (the others and the single map are "
+                                   "hidden), exported and filmed")
+        self.series_box.currentTextChanged.connect(self._on_series_chosen)
         self.export_btn = QPushButton("Export series…")
         self.export_btn.clicked.connect(self._on_export_clicked)
         self.movie_btn = QPushButton("Rotating movie…")
@@ -241,6 +245,10 @@ class ExploreWidget(QWidget):
         self.threshold_section = QCollapsible("Select by value")
         self.threshold_section.addWidget(self.threshold)
         lay.addWidget(self.threshold_section)
+        self.convergence = ConvergencePanel()
+        self.convergence_section = QCollapsible("Convergence: learning curve, other epochs")
+        self.convergence_section.addWidget(self.convergence)
+        lay.addWidget(self.convergence_section)
         lay.addStretch(1)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
@@ -250,7 +258,9 @@ class ExploreWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll)
         follow_theme(self.viewer, self.scatter.plot, self.threshold.plot,
-                     on_change=lambda bg, fg: self.scatter.set_foreground(fg))
+                     self.convergence.curve_plot, self.convergence.compare.plot,
+                     on_change=lambda bg, fg: (self.scatter.set_foreground(fg),
+                                               self.convergence.compare.set_foreground(fg)))
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
@@ -303,6 +313,7 @@ class ExploreWidget(QWidget):
         self._set_enabled(True)
         self.selection_panel.set_session(session)
         self.threshold.set_session(session)
+        self.convergence.set_session(session)
         for name in list(session.paths):
             self._on_path_added(name)
         self._request_view()
@@ -547,7 +558,8 @@ class ExploreWidget(QWidget):
 
     def _jobs(self) -> list[LatestJob]:
         return [self.map_job, self.view_job, self.epoch_job, self.path_job, self.cluster_job,
-                self.export_job, self.threshold.job, *self.series_jobs.values()]
+                self.export_job, self.threshold.job, self.convergence.job,
+                *self.series_jobs.values()]
 
     @property
     def idle(self) -> bool:
@@ -581,6 +593,18 @@ class ExploreWidget(QWidget):
             data, kw, _ = map_layer(vol, apix, MAP_LAYER, meta)
             self.viewer.add_image(data, **kw)
             show_maps_in_3d(self.viewer)
+        self.show_only(MAP_LAYER)
+
+    def _on_series_chosen(self, name: str) -> None:
+        if name and SERIES_PREFIX + name in self.viewer.layers:
+            self.show_only(SERIES_PREFIX + name)
+
+    def show_only(self, name: str) -> None:
+        """Show layer ``name`` of this dock's maps (the single map or one series) and hide the
+        others, so the canvas draws one volume (a series frame drew the map underneath too)."""
+        for layer in self.viewer.layers:
+            if layer.name == MAP_LAYER or layer.name.startswith(SERIES_PREFIX):
+                layer.visible = layer.name == name
 
     # -- paths and series ----------------------------------------------------------------------
     def _on_path_drawn(self, verts: np.ndarray) -> None:
@@ -641,6 +665,8 @@ class ExploreWidget(QWidget):
         i = self.series_box.findText(name)
         if i >= 0:
             self.series_box.removeItem(i)
+        if self.series_box.count() == 0 and MAP_LAYER in self.viewer.layers:
+            self.show_only(MAP_LAYER)  # no series left: the single map again
 
     def make_series(self, name: str, z: np.ndarray) -> None:
         """A map series along latent points ``z``: added to the session as a path (its maps
@@ -660,6 +686,7 @@ class ExploreWidget(QWidget):
             self.viewer.layers.remove(lname)
         self.viewer.add_image(data, **kw)
         show_maps_in_3d(self.viewer)
+        self.show_only(lname)
         if self.series_box.findText(name) < 0:
             self.series_box.addItem(name)
         self.series_box.setCurrentText(name)
