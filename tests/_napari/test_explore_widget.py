@@ -475,3 +475,24 @@ def test_learning_curve_and_another_epoch_with_linked_selection(viewer, qtbot, e
     s.set_epoch(1)  # the marker moves; the other epoch is now 2
     qtbot.waitUntil(lambda: w.idle and c._shown == (2, s.colour_by), timeout=30_000)
     assert c.marker.value() == 1
+
+
+def test_kmeans_centre_maps_side_by_side(viewer, qtbot, explore):
+    w, s = explore, explore.session
+    w.k.setValue(3)
+    w.scroll.ensureWidgetVisible(w.kmeans_btn)
+    qtbot.mouseClick(w.kmeans_btn, LEFT)
+    qtbot.waitUntil(lambda: w.idle and SERIES_PREFIX + "kmeans3" in viewer.layers,
+                    timeout=60_000)
+    w.scroll.ensureWidgetVisible(w.grid_btn)
+    qtbot.mouseClick(w.grid_btn, LEFT)
+    names = [f"side by side: kmeans3 cluster {i}" for i in range(3)]
+    assert [ly.name for ly in viewer.layers if ly.visible] == names
+    assert viewer.grid.enabled
+    centres = s.kmeans(3)[1]  # the centre particles, in cluster order
+    for i, name in enumerate(names):
+        np.testing.assert_allclose(viewer.layers[name].metadata["z"], s.z[centres[i]],
+                                   rtol=1e-6)
+    qtbot.mouseClick(w.grid_btn, LEFT)  # back to one volume
+    assert not viewer.grid.enabled and not any(n in viewer.layers for n in names)
+    assert [ly.name for ly in viewer.layers if ly.visible] == [SERIES_PREFIX + "kmeans3"]

@@ -29,3 +29,16 @@ def show_maps_in_3d_later(viewer=None) -> None:
     viewer = viewer or napari.current_viewer()
     if viewer is not None:
         QTimer.singleShot(0, lambda: show_maps_in_3d(viewer))
+
+
+def remove_layer(viewer, layer) -> None:
+    """Remove ``layer`` (a layer or its name) from ``viewer``, shown first: with napari 0.9.2,
+    vispy and Mesa, removing a hidden volume layer in 3D makes the next frame crash the process
+    (a segfault in glDrawElements, reproduced with plain napari). Making it visible and removing
+    it before the event loop runs draws no frame in between."""
+    if isinstance(layer, str):
+        if layer not in viewer.layers:
+            return
+        layer = viewer.layers[layer]
+    layer.visible = True
+    viewer.layers.remove(layer)
