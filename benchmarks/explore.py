@@ -118,7 +118,7 @@ def main(argv=None) -> int:
 
     settle(lambda: w.scatter.plot.viewport().isVisible())
     s = w.open_run(run)
-    settle(lambda: True)
+    settle(lambda: w.idle and w._drawn is not None)  # the view is drawn in a worker
     emb = s.embedding("pca")
     rng = np.random.default_rng(1)
     # decode alone (warm), then click-to-layer through real mouse clicks
@@ -147,15 +147,35 @@ def main(argv=None) -> int:
             layer_ts.append(shown_at[-1] - t0)
             frame_ts.append(time.perf_counter() - t0)
     gl = _gl_renderer()
+    # playing a series: one step of the slider -> the next map drawn (one volume on screen)
+    from napari_cryodrgn._napari.explore_widget import SERIES_PREFIX
+
+    s.pc_traversal(1, n=10)
+    settle(lambda: w.idle and SERIES_PREFIX + "pc1" in viewer.layers)
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    step_ts = []
+    for k in range(1, 2 * 10):
+        t0 = time.perf_counter()
+        viewer.dims.set_current_step(0, k % 10)
+        canvas.update()
+        settle(lambda: True)
+        canvas.native.repaint()
+        from vispy.gloo import gl as _gl
+
+        _gl.glFinish()
+        step_ts.append(time.perf_counter() - t0)
+    drawn = [ly.name for ly in viewer.layers if ly.visible]
     rows = [{"what": f"decode one map, D={s.D}", **stats(decode_ts)},
             {"what": f"click -> map in the layer, D={s.D}", **stats(layer_ts)},
-            {"what": f"click -> 3D frame drawn ({gl}), D={s.D}", **stats(frame_ts)}]
+            {"what": f"click -> 3D frame drawn ({gl}), D={s.D}", **stats(frame_ts)},
+            {"what": f"series step -> frame drawn ({gl}), D={s.D}, {len(drawn)} volumes shown",
+             **stats(step_ts)}]
 
     for n in a.sizes:
         big = million_run(run, tmp, n)
         t0 = time.perf_counter()
         sb = w.open_run(big)
-        settle(lambda: True)
+        settle(lambda: w.idle and w._drawn is not None)
         open_s = time.perf_counter() - t0
         xy = sb.embedding("pca")
         upd = []

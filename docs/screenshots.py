@@ -43,7 +43,7 @@ def main() -> int:
     w.n_frames.setValue(10)
     w.pc_btn.click()
     wait(lambda: SERIES_PREFIX + "pc1" in viewer.layers)
-    viewer.layers[SERIES_PREFIX + "pc1"].visible = False
+    viewer.layers[SERIES_PREFIX + "pc1"].visible = False  # the single map in the picture
     emb = s.embedding("pca")
     labels, centres = s.kmeans(w.k.value())
     far = int(centres[np.bincount(labels).argmax()])  # the centre of the largest cluster
@@ -62,9 +62,23 @@ def main() -> int:
     wait(lambda: w.selection_panel.gallery_ready)
     viewer.screenshot(str(HERE / "select.png"), canvas_only=False)
     s.clear()
+    # the views: k-means legend, select by value on a |z| histogram, the learning curve
+    w.selection_section.collapse(animate=False)
+    w.series_section.collapse(animate=False)
+    w.threshold_section.expand(animate=False)
+    w.convergence_section.expand(animate=False)
+    w.threshold.value.setCurrentText("|z|")
+    wait(lambda: w.idle and w.threshold.hist.xData is not None and len(w.threshold.hist.xData) > 2)
+    lo, hi = np.percentile(np.linalg.norm(s.z, axis=1), [80, 100])
+    w.threshold.set_range(float(lo), float(hi))
+    w.threshold.apply()
+    wait(lambda: w.idle)
+    viewer.screenshot(str(HERE / "views.png"), canvas_only=False)
+    s.clear()
     viewer.window.remove_dock_widget(w)
-    for name in list(viewer.layers):
-        viewer.layers.remove(name)
+    for layer in list(viewer.layers):  # shown first (a hidden 4D volume crashes on removal)
+        layer.visible = True
+        viewer.layers.remove(layer)
     # the Train dock during a short run on the simulated sample
     viewer.open_sample("napari-cryodrgn", "simulated_particles")
     _, t = viewer.window.add_plugin_dock_widget("napari-cryodrgn", "Train")

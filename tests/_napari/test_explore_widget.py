@@ -425,30 +425,6 @@ def test_legend_for_categories_and_colour_bar_for_values(viewer, qtbot, explore)
     np.testing.assert_allclose((lo, hi), np.percentile(s.z[:, 0], [1, 99]), rtol=1e-4)
 
 
-def test_layers_do_not_pile_up(viewer, qtbot, explore):
-    w, s = explore, explore.session
-    _click(qtbot, w, s.embedding("pca")[4])
-    qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
-    s.pc_traversal(1, n=3)
-    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc1" in viewer.layers and w.idle, timeout=60_000)
-
-    def shown():
-        return {ly.name for ly in viewer.layers if ly.visible}
-
-    assert shown() == {SERIES_PREFIX + "pc1"}  # one volume per frame, not the map beneath
-    s.pc_traversal(2, n=3)
-    qtbot.waitUntil(lambda: SERIES_PREFIX + "pc2" in viewer.layers and w.idle, timeout=60_000)
-    assert shown() == {SERIES_PREFIX + "pc2"}
-    w.series_box.setCurrentText("pc1")  # choosing a series shows it
-    assert shown() == {SERIES_PREFIX + "pc1"}
-    _click(qtbot, w, s.embedding("pca")[9])  # a pick shows the single map again
-    qtbot.waitUntil(lambda: w.map_request_done and w.idle, timeout=30_000)
-    assert shown() == {MAP_LAYER}
-    s.remove_path("pc1")
-    s.remove_path("pc2")
-    assert shown() == {MAP_LAYER}
-
-
 def test_learning_curve_and_another_epoch_with_linked_selection(viewer, qtbot, explore):
     from napari_cryodrgn.analysis.runlog import read_losses
 
@@ -475,24 +451,3 @@ def test_learning_curve_and_another_epoch_with_linked_selection(viewer, qtbot, e
     s.set_epoch(1)  # the marker moves; the other epoch is now 2
     qtbot.waitUntil(lambda: w.idle and c._shown == (2, s.colour_by), timeout=30_000)
     assert c.marker.value() == 1
-
-
-def test_kmeans_centre_maps_side_by_side(viewer, qtbot, explore):
-    w, s = explore, explore.session
-    w.k.setValue(3)
-    w.scroll.ensureWidgetVisible(w.kmeans_btn)
-    qtbot.mouseClick(w.kmeans_btn, LEFT)
-    qtbot.waitUntil(lambda: w.idle and SERIES_PREFIX + "kmeans3" in viewer.layers,
-                    timeout=60_000)
-    w.scroll.ensureWidgetVisible(w.grid_btn)
-    qtbot.mouseClick(w.grid_btn, LEFT)
-    names = [f"side by side: kmeans3 cluster {i}" for i in range(3)]
-    assert [ly.name for ly in viewer.layers if ly.visible] == names
-    assert viewer.grid.enabled
-    centres = s.kmeans(3)[1]  # the centre particles, in cluster order
-    for i, name in enumerate(names):
-        np.testing.assert_allclose(viewer.layers[name].metadata["z"], s.z[centres[i]],
-                                   rtol=1e-6)
-    qtbot.mouseClick(w.grid_btn, LEFT)  # back to one volume
-    assert not viewer.grid.enabled and not any(n in viewer.layers for n in names)
-    assert [ly.name for ly in viewer.layers if ly.visible] == [SERIES_PREFIX + "kmeans3"]

@@ -53,7 +53,6 @@ from .widgets import PathEdit
 
 log = logging.getLogger(__name__)
 MAP_LAYER = "cryoDRGN map"
-GRID_PREFIX = "side by side: "
 SERIES_PREFIX = "cryoDRGN series: "
 QUEUE_MS = 15  # how often the GUI thread runs callbacks queued by other threads
 
@@ -206,9 +205,6 @@ class ExploreWidget(QWidget):
         series.addWidget(self.graph_btn, 3, 0, 1, 2)
         series.addWidget(self.clear_paths_btn, 3, 2)
         self.series_box = QComboBox()
-        self.series_box.setToolTip("The series shown (the others and the single map are "
-                                   "hidden), exported and filmed")
-        self.series_box.currentTextChanged.connect(self._on_series_chosen)
         self.export_btn = QPushButton("Export series…")
         self.export_btn.clicked.connect(self._on_export_clicked)
         self.movie_btn = QPushButton("Rotating movie…")
@@ -218,12 +214,6 @@ class ExploreWidget(QWidget):
         series.addWidget(self.series_box, 4, 0, 1, 2)
         series.addWidget(self.export_btn, 4, 2)
         series.addWidget(self.movie_btn, 5, 2)
-        self.grid_btn = QPushButton("Side by side")
-        self.grid_btn.setCheckable(True)
-        self.grid_btn.setToolTip("The chosen series' maps side by side in napari's grid (e.g. "
-                                 "the k-means centre maps, each named with its cluster number)")
-        self.grid_btn.toggled.connect(self._on_grid_toggled)
-        series.addWidget(self.grid_btn, 5, 0, 1, 2)
         series_box = QWidget()
         series_box.setLayout(series)
         self.series_section = QCollapsible("Map series")
@@ -274,7 +264,6 @@ class ExploreWidget(QWidget):
         for w in (self.view, self.colour, self.colour_file_btn, self.pc_btn, self.finish_btn,
                   self.graph_btn,
                   self.kmeans_btn, self.clear_paths_btn, self.export_btn, self.movie_btn,
-                  self.grid_btn,
                   *self.tool_buttons.values()):
             w.setEnabled(on)
 
@@ -601,91 +590,6 @@ class ExploreWidget(QWidget):
             data, kw, _ = map_layer(vol, apix, MAP_LAYER, meta)
             self.viewer.add_image(data, **kw)
             show_maps_in_3d(self.viewer)
-        self.show_only(MAP_LAYER)
-
-    def _on_grid_toggled(self, on: bool) -> None:
-        if on:
-            name = self.series_box.currentText()
-            if not name or name not in self.series:
-                show_error("Make a map series first (PC, k-means, graph or a drawn path).")
-                self.grid_btn.setChecked(False)
-                return
-            self.show_grid(name)
-        else:
-            self.hide_grid()
-
-    def grid_names(self, name: str) -> list[str]:
-        """Layer names of series ``name``'s maps side by side: the cluster number for a
-        k-means series (as ``select --kmeans-labels`` takes it), else the step."""
-        p = self.session.paths.get(name)
-        z, _ = self.series[name]
-        if p is not None and p.kind == "kmeans":
-            return [f"{GRID_PREFIX}{name} cluster {i}" for i in range(len(z))]
-        return [f"{GRID_PREFIX}{name} map {i + 1}" for i in range(len(z))]
-
-    def show_grid(self, name: str) -> None:
-        """Series ``name``'s maps as separate layers in napari's grid (one per map)."""
-        self.hide_grid(uncheck=False)
-        z, vols = self.series[name]
-        for lname, vol, zi in zip(self.grid_names(name), vols, z, strict=True):
-            data, kw, _ = map_layer(vol, self.session.apix, lname,
-                                    {"z": np.asarray(zi).tolist(), "epoch": self.session.epoch})
-            self.viewer.add_image(data, **kw)
-        for layer in self.viewer.layers:  # only the grid's maps are drawn
-            if layer.name == MAP_LAYER or layer.name.startswith(SERIES_PREFIX):
-                layer.visible = False
-        self.viewer.grid.enabled = True
-        show_maps_in_3d(self.viewer)
-        self.viewer.reset_view()
-
-    def hide_grid(self, uncheck: bool = True) -> None:
-        """Remove the side-by-side maps and leave napari's grid."""
-        gone = [ly for ly in self.viewer.layers if ly.name.startswith(GRID_PREFIX)]
-        if gone:
-            self.viewer.grid.enabled = False  # before the layers go (their views are drawn)
-        for layer in gone:
-            remove_layer(self.viewer, layer)
-        if gone:
-            name = self.series_box.currentText()
-            if name in self.series:
-                self._add_series_layer(name)
-            self.show_only(SERIES_PREFIX + name if name in self.series else MAP_LAYER)
-        if uncheck and self.grid_btn.isChecked():
-            self.grid_btn.blockSignals(True)
-            self.grid_btn.setChecked(False)
-            self.grid_btn.blockSignals(False)
-
-    def _on_series_chosen(self, name: str) -> None:
-        if name and name in self.series:
-            self._add_series_layer(name)
-            self.show_only(SERIES_PREFIX + name)
-
-    def _add_series_layer(self, name: str) -> None:
-        """The 4D layer of series ``name`` (its maps are kept in ``self.series``)."""
-        lname = SERIES_PREFIX + name
-        if lname in self.viewer.layers:
-            return
-        z, vols = self.series[name]
-        data, kw, _ = map_layer(vols, self.session.apix, lname,
-                                {"z": np.asarray(z).tolist(), "epoch": self.session.epoch})
-        self.viewer.add_image(data, **kw)
-        show_maps_in_3d(self.viewer)
-
-    def show_only(self, name: str) -> None:
-        """Show layer ``name`` of this dock's maps (the single map or one series) and no other,
-        so the canvas draws one volume (a series frame drew the map underneath too). At most
-        one series layer is in the viewer: the others are removed (their maps stay in
-        ``self.series``; choosing one in the list brings it back), never merely hidden, since
-        removing hidden 4D volume layers later crashes napari 0.9.2 under Mesa (see
-        display.remove_layer). Leaves the side-by-side grid if one is shown."""
-        if any(ly.name.startswith(GRID_PREFIX) for ly in self.viewer.layers):
-            self.hide_grid()
-        for layer in list(self.viewer.layers):
-            if layer.name.startswith(SERIES_PREFIX) and layer.name != name:
-                remove_layer(self.viewer, layer)
-        for layer in self.viewer.layers:
-            if layer.name == MAP_LAYER or layer.name == name:
-                layer.visible = layer.name == name
 
     # -- paths and series ----------------------------------------------------------------------
     def _on_path_drawn(self, verts: np.ndarray) -> None:
@@ -737,23 +641,15 @@ class ExploreWidget(QWidget):
 
     def _on_path_removed(self, name: str, path=None) -> None:
         self._draw_paths()
-        if any(ly.name.startswith(f"{GRID_PREFIX}{name} ") for ly in self.viewer.layers):
-            self.hide_grid()
         job = self.series_jobs.pop(name, None)
         if job is not None:
             job.cancel()
         self.series.pop(name, None)
-        lname = SERIES_PREFIX + name
-        was_shown = lname in self.viewer.layers and self.viewer.layers[lname].visible
-        if lname in self.viewer.layers:
-            remove_layer(self.viewer, lname)
+        if SERIES_PREFIX + name in self.viewer.layers:
+            remove_layer(self.viewer, SERIES_PREFIX + name)
         i = self.series_box.findText(name)
         if i >= 0:
-            self.series_box.blockSignals(True)  # choosing another series is the user's call
             self.series_box.removeItem(i)
-            self.series_box.blockSignals(False)
-        if was_shown and MAP_LAYER in self.viewer.layers:
-            self.show_only(MAP_LAYER)  # the series on screen went: the single map again
 
     def make_series(self, name: str, z: np.ndarray) -> None:
         """A map series along latent points ``z``: added to the session as a path (its maps
@@ -768,15 +664,14 @@ class ExploreWidget(QWidget):
             return  # removed or changed meanwhile: its own job shows the new one
         self.series[name] = (z, vols)
         lname = SERIES_PREFIX + name
+        data, kw, _ = map_layer(vols, s.apix, lname, {"z": z.tolist(), "epoch": s.epoch})
         if lname in self.viewer.layers:
-            remove_layer(self.viewer, lname)  # the same path changed: its new maps
-        self._add_series_layer(name)
-        self.show_only(lname)
-        self.series_box.blockSignals(True)
+            remove_layer(self.viewer, lname)
+        self.viewer.add_image(data, **kw)
+        show_maps_in_3d(self.viewer)
         if self.series_box.findText(name) < 0:
             self.series_box.addItem(name)
         self.series_box.setCurrentText(name)
-        self.series_box.blockSignals(False)
         self.info.setText(f"{name}: {len(z)} maps (slider or play on the first axis)")
 
     def export(self, name: str, outdir, overwrite: bool = False) -> int | None:

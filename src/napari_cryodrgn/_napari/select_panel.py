@@ -45,6 +45,7 @@ class SelectPanel(QGroupBox):
         super().__init__("Selection", parent)
         self.explore = explore
         self.session = None
+        self._gallery_key = None  # (epoch, count, mask hash) of the gallery's selection
         self.count = QLabel("no selection")
         self.invert_btn = QPushButton("Invert")
         self.clear_btn = QPushButton("Clear")
@@ -104,16 +105,23 @@ class SelectPanel(QGroupBox):
         self._clear_gallery("")
         self.update_state()
 
+    def _selection_key(self):
+        s = self.session
+        return (s.epoch, s.n_selected, hash(s.selection.mask.tobytes()))
+
     def _on_selection(self, *_) -> None:
         self.update_state()
-        self._clear_gallery("the selection changed: press Gallery for its particles")
+        if self._gallery_key is not None and self._gallery_key != self._selection_key():
+            self._clear_gallery("the selection changed: press Gallery for its particles")
 
     def _on_epoch(self, *_) -> None:
-        self._clear_gallery("another epoch: press Gallery for its model's projections")
+        if self._gallery_key is not None:
+            self._clear_gallery("another epoch: press Gallery for its model's projections")
 
     def _clear_gallery(self, why: str) -> None:
         """Never show pairs of an older selection or epoch (their caption would be wrong)."""
         self.gallery_job.cancel()
+        self._gallery_key = None
         if self.gallery.thumbnails or why == "":
             self.gallery.set_pairs([], [], [], why)
 
@@ -146,6 +154,7 @@ class SelectPanel(QGroupBox):
         n = min(self.n_gallery.value(), len(rows))
         pick = rows[np.linspace(0, len(rows) - 1, n).astype(int)]
         self.gallery.caption.setText(f"computing {n} projections…")
+        self._gallery_key = self._selection_key()  # the selection and epoch it shows
         self.gallery_job.submit(_pairs, s, pick)
 
     def _on_gallery_error(self, message: str) -> None:
