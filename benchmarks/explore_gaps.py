@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     s = w.open_run(run, epoch=1)
     s.space = "umap"
-    settle(lambda: w.idle and w._drawn == (1, "umap", s.colour_by))
+    settle(lambda: w.idle and (w._drawn or ())[:3] == (1, "umap", s.colour_by))
     opened = time.perf_counter() - t0
     clock = GapClock()
     clock.time_draws(viewer.window._qt_viewer.canvas._scene_canvas)
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
         w.epoch.activated.emit(w.epoch.currentIndex())
 
     step(f"switch epoch 1 -> 2 (UMAP view, {a.n} particles)", switch_epoch,
-         lambda: s.epoch == 2 and w.idle and w._drawn == (2, "umap", s.colour_by))
+         lambda: s.epoch == 2 and w.idle and (w._drawn or ())[:3] == (2, "umap", s.colour_by))
 
     def kmeans_series():
         w.k.setValue(a.k)

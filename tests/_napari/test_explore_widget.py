@@ -418,6 +418,8 @@ def test_legend_for_categories_and_colour_bar_for_values(viewer, qtbot, explore)
     labels = np.unique(s.kmeans(4)[0])
     assert w.scatter.legend is not None and w.scatter.colour_bar is None
     assert w.scatter.legend_entries == [f"{c:g}" for c in labels]
+    s.k = 3  # another k: the k-means colouring is drawn again
+    qtbot.waitUntil(lambda: w.idle and len(w.scatter.legend_entries) == 3, timeout=30_000)
     s.colour_by = "z0"
     qtbot.waitUntil(lambda: w.idle and w._drawn[2] == "z0", timeout=30_000)
     assert w.scatter.legend is None and w.scatter.colour_bar is not None

@@ -48,6 +48,10 @@ class ConvergencePanel(QWidget):
         self.job = LatestJob("other epoch", on_result=self._on_other)
         self.losses: dict[int, float] = {}
         self._shown = None  # (epoch, colour) on the compare scatter
+        # the other epoch (its latents, a PCA and a colouring: seconds at 1M particles) is
+        # computed only while the panel is open, and once it opens after a change
+        self.active = False
+        self._stale = True
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.addWidget(self.curve_plot, 0, 0, 1, 2)
@@ -98,9 +102,19 @@ class ConvergencePanel(QWidget):
         if self._shown is not None:
             self.compare.set_selection(s.selection.mask if s.n_selected else None)
 
+    def set_active(self, on: bool) -> None:
+        """The panel was opened (True) or folded away (False)."""
+        self.active = on
+        if on and self._stale:
+            self.refresh()
+
     def refresh(self) -> None:
-        """Show the chosen other epoch (computed in a worker)."""
+        """Show the chosen other epoch (computed in a worker; later if the panel is folded)."""
         s = self.session
+        if not self.active:
+            self._stale = True
+            return
+        self._stale = False
         epoch = self.other.currentData()
         if s is None or epoch is None:
             self.status.setText("this run has a single epoch" if s is not None else "")

@@ -57,15 +57,21 @@ SERIES_PREFIX = "cryoDRGN series: "
 QUEUE_MS = 15  # how often the GUI thread runs callbacks queued by other threads
 
 
-def _view_data(session: Session, space: str, colour: str):
-    """What the scatter shows for (space, colouring): computed in a worker (UMAP, density,
-    k-means and per-particle losses take seconds to minutes on large runs)."""
-    epoch = session.epoch
+def _view_key(session: Session) -> tuple:
+    """What the scatter must show: (epoch, view, colouring, k of a k-means colouring)."""
+    k = session.k if session.colour_by == "kmeans" else None
+    return session.epoch, session.space, session.colour_by, k
+
+
+def _view_data(session: Session, key: tuple):
+    """What the scatter shows for ``key`` (:func:`_view_key`): computed in a worker (UMAP,
+    density, k-means and per-particle losses take seconds to minutes on large runs). ``None``
+    instead of the key when the session moved on while this ran (never drawn)."""
+    _, space, colour, _ = key
     xy = session.embedding(space)
     values = session.colouring(colour, space)
     session.picker(space)  # the KD-tree for clicks, built here rather than on the first click
-    stale = session.epoch != epoch  # the epoch changed while this ran: drawn never
-    return (epoch, space, colour, stale), xy, values
+    return (key if _view_key(session) == key else None), xy, values
 
 
 def _cluster_of(session: Session, k: int, particle: int, mode: str):
@@ -98,7 +104,7 @@ class ExploreWidget(QWidget):
         self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (z, volumes)
         self.picks: list[int] = []  # particle indices of the last picks (graph anchors)
         self._connections: list = []  # (signal, slot) of the current session
-        self._drawn: tuple | None = None  # (epoch, space, colouring) on the scatter
+        self._drawn: tuple | None = None  # _view_key of what the scatter shows
         self.map_job = LatestJob("map", on_result=self._on_map)
         self.view_job = LatestJob("latent view", on_result=self._draw_view,
                                   on_error=self._view_failed)
@@ -163,7 +169,6 @@ class ExploreWidget(QWidget):
         self.finish_btn.setToolTip("End the drawn path (or press Enter in the plot)")
         tool_row.addWidget(self.finish_btn)
         self.scatter = LatentScatter()
-
         self.finish_btn.clicked.connect(self._on_finish_clicked)
         self.tool_buttons["pick"].setChecked(True)
         self.scatter.picked.connect(self._on_pick)
@@ -241,10 +246,12 @@ class ExploreWidget(QWidget):
         self.threshold = ThresholdPanel()
         self.threshold_section = QCollapsible("Select by value")
         self.threshold_section.addWidget(self.threshold)
+        self.threshold_section.toggled.connect(self.threshold.set_active)
         lay.addWidget(self.threshold_section)
         self.convergence = ConvergencePanel()
         self.convergence_section = QCollapsible("Convergence: learning curve, other epochs")
         self.convergence_section.addWidget(self.convergence)
+        self.convergence_section.toggled.connect(self.convergence.set_active)
         lay.addWidget(self.convergence_section)
         lay.addStretch(1)
         self.scroll = QScrollArea()
@@ -262,8 +269,8 @@ class ExploreWidget(QWidget):
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.view, self.colour, self.colour_file_btn, self.pc_btn, self.finish_btn,
-                  self.graph_btn,
-                  self.kmeans_btn, self.clear_paths_btn, self.export_btn, self.movie_btn,
+                  self.graph_btn, self.kmeans_btn, self.clear_paths_btn, self.export_btn,
+                  self.movie_btn,
                   *self.tool_buttons.values()):
             w.setEnabled(on)
 
@@ -380,6 +387,11 @@ class ExploreWidget(QWidget):
             self.scatter.set_marker(None)
             return
         particle = md.get("particle")
+        if particle is None and self.picks:
+            particle = self.picks[-1]  # the particle nearest the click (UMAP needs one)
+        if particle is None and s.space == "umap":
+            self.scatter.set_marker(None)  # no particle to place it by (no KD-tree built here)
+            return
         self.scatter.set_marker(s.project(np.asarray([md["z"]], np.float32), indices=None
                                           if particle is None else [int(particle)])[0])
 
@@ -389,8 +401,9 @@ class ExploreWidget(QWidget):
         self.picks = []
         self.scatter.set_marker(None)
         md = self._shown_map()
-        particle = None if md is None else md.get("particle", picked)
-        particle = picked if particle is None and md is not None else particle
+        particle = None if md is None else md.get("particle")
+        if particle is None and md is not None:
+            particle = picked  # a map between particles: its nearest picked particle
         if particle is not None and md.get("epoch") != epoch and particle < self.session.n:
             # the same particle's map under the new epoch's model, not the old map
             self.picks = [int(particle)]
@@ -421,7 +434,7 @@ class ExploreWidget(QWidget):
     def _request_view(self) -> None:
         """Recompute what the scatter shows for the session's view and colouring."""
         s = self.session
-        if (s.epoch, s.space, s.colour_by) == self._drawn:
+        if _view_key(s) == self._drawn:
             return
         slow = []
         if s.space == "umap" and not s.umap_ready():
@@ -430,17 +443,18 @@ class ExploreWidget(QWidget):
             slow.append("each particle's reconstruction error")
         if slow:
             self.info.setText(f"computing {' and '.join(slow)} in the background…")
-        self.view_job.submit(_view_data, s, s.space, s.colour_by)
+        self.view_job.submit(_view_data, s, _view_key(s))
 
     def _draw_view(self, result) -> None:
-        (epoch, space, colour, stale), xy, values = result
+        key, xy, values = result
         s = self.session
-        if stale or (epoch, space, colour) != (s.epoch, s.space, s.colour_by):
+        if key is None or key != _view_key(s):
             self._request_view()  # the session moved on while this was computed
             return
+        _, space, colour, _ = key
         self.scatter.set_points(xy, values, s.is_categorical(colour), s.axis_labels(space),
                                 names=s.category_labels(colour), title=colour)
-        self._drawn = (epoch, space, colour)
+        self._drawn = key
         self._place_marker()  # the map's point in this view, not the old view's click
         self._on_selection()
         self._draw_paths()
@@ -449,7 +463,7 @@ class ExploreWidget(QWidget):
         show_error(message)
         s = self.session
         if self._drawn is not None and self._drawn[0] == s.epoch:  # back to what is shown
-            s.space, s.colour_by = self._drawn[1:]
+            s.space, s.colour_by = self._drawn[1:3]
         self._update_info()
 
     def _draw_paths(self) -> None:

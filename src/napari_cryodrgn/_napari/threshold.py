@@ -80,6 +80,8 @@ class ThresholdPanel(QWidget):
         grid.addWidget(self.apply_btn, 3, 2, 1, 2)
         grid.addWidget(self.status, 4, 0, 1, 4)
         self._syncing = False
+        self.active = False  # values are computed only while the panel is open
+        self._stale = True
         self.setEnabled(False)
 
     # -- session ---------------------------------------------------------------------------
@@ -103,7 +105,17 @@ class ThresholdPanel(QWidget):
         self.value.blockSignals(False)
         self._refresh()
 
+    def set_active(self, on: bool) -> None:
+        """The panel was opened (True) or folded away (False)."""
+        self.active = on
+        if on and self._stale:
+            self._refresh()
+
     def _refresh(self, *_) -> None:
+        if not self.active:
+            self._stale = True  # computed when the panel opens (a loss takes minutes at 1M)
+            return
+        self._stale = False
         if self.session is not None and self.value.currentText():
             self.status.setText("computing the values…")
             self.job.submit(_values, self.session, self.value.currentText())
