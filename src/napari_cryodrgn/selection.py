@@ -43,6 +43,7 @@ class Selection:
         self.file = Path(file) if file is not None else None
         self.autosave = autosave
         self._mask = np.zeros(self.n, bool)
+        self.version = 0  # counts the changes: equal versions, equal selections
         self._undo: list[bytes] = []
         self._depth = undo_depth
         self._restore()
@@ -118,6 +119,7 @@ class Selection:
             self._undo.append(np.packbits(self._mask).tobytes())
             del self._undo[:-self._depth]
         self._mask = np.asarray(new, bool)
+        self.version += 1
         self._save()
         self.changed.emit(self.count, mode)
 

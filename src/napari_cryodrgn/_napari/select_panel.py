@@ -45,7 +45,7 @@ class SelectPanel(QGroupBox):
         super().__init__("Selection", parent)
         self.explore = explore
         self.session = None
-        self._gallery_key = None  # (epoch, count, mask hash) of the gallery's selection
+        self._gallery_key = None  # (epoch, selection version) the gallery shows
         self.count = QLabel("no selection")
         self.invert_btn = QPushButton("Invert")
         self.clear_btn = QPushButton("Clear")
@@ -96,18 +96,24 @@ class SelectPanel(QGroupBox):
     def set_session(self, session) -> None:
         if self.session is not None:
             self.session.selection.changed.disconnect(self._on_selection)
-            self.session.events.colourings.disconnect(self.update_state)
+            self.session.events.colourings.disconnect(self._update_locate)
             self.session.events.epoch.disconnect(self._on_epoch)
         self.session = session
         session.selection.changed.connect(self._on_selection, thread="main")
-        session.events.colourings.connect(self.update_state, thread="main")  # index located
+        session.events.colourings.connect(self._update_locate, thread="main")  # located
         session.events.epoch.connect(self._on_epoch, thread="main")
         self._clear_gallery("")
+        self._update_locate()
         self.update_state()
 
-    def _selection_key(self):
+    def _update_locate(self, *_) -> None:
+        """Show "Locate index file…" while the run's index file is not found (file lookups:
+        on opening and when an index is located, not on every selection change)."""
         s = self.session
-        return (s.epoch, s.n_selected, hash(s.selection.mask.tobytes()))
+        self.locate_btn.setVisible(s is not None and s.folder.index_missing)
+
+    def _selection_key(self):
+        return (self.session.epoch, self.session.selection.version)
 
     def _on_selection(self, *_) -> None:
         self.update_state()
@@ -136,7 +142,6 @@ class SelectPanel(QGroupBox):
             b.setEnabled(n_sel > 0)
         for b in (self.save_btn, self.export_btn, self.train_btn):
             b.setToolTip(b.toolTip() if n_sel else EMPTY_TIP)
-        self.locate_btn.setVisible(s is not None and index_missing(s.folder))
         self.invert_btn.setEnabled(s is not None)
         self.clear_btn.setEnabled(n_sel > 0)
         self.undo_btn.setEnabled(s is not None and s.can_undo)
@@ -231,7 +236,7 @@ class SelectPanel(QGroupBox):
             show_error(str(e))
             return False
         show_info(f"{self.session.workdir.name}: particle numbering from {path}")
-        self.update_state()
+        self._update_locate()
         return True
 
     def _on_locate_clicked(self) -> None:
@@ -263,11 +268,6 @@ class SelectPanel(QGroupBox):
 
     def _on_train_clicked(self) -> None:
         self.train_on_selection()
-
-
-def index_missing(folder) -> bool:
-    """Whether a run trained on a subset cannot find its index file."""
-    return folder.has_index and folder.recorded("ind") is not None and folder.index_file is None
 
 
 def _free_name(p: Path) -> Path:

@@ -40,7 +40,7 @@ from ..errors import InputError, TrainingDiverged
 from ..io.mrc import read_mrc_header
 from ..training.checkpoint import INPROGRESS, epochs_in
 from ..training.events import format_duration
-from ..training.outdir import OS_LITTER, check_new_run_folder
+from ..training.outdir import check_new_run_folder, folder_state
 from ..training.settings import TrainSettings, batch_for_box, preset_for_box
 from .jobs import gui_threads, leave_a_core_for_the_gui
 from .loss_plot import LossPlot
@@ -53,53 +53,6 @@ log = logging.getLogger(__name__)
 
 PLUGIN = "napari-cryodrgn"
 SHUTDOWN_WAIT_S = 60.0
-RUN_LOG = "run.log"
-
-
-def _is_temp(name: str) -> bool:
-    """A temporary file of an interrupted atomic write (the trainer removes them)."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def folder_state(outdir) -> tuple[str, str]:
-    """What an output folder holds, for Start and Resume: ``(state, detail)``, state one of
-
-    - ``new``: missing or empty (only files the operating system leaves): Start trains there;
-    - ``checkpoint``: a run with a checkpoint (detail: where it stopped): Resume continues it;
-    - ``no-checkpoint``: a run's config.yaml but no checkpoint (it stopped or failed before its
-      first): Resume trains it again from epoch 1 with its recorded settings;
-    - ``log-only``: only run.log (and temporary files) of a run stopped before it recorded its
-      settings: Resume trains there from epoch 1 with the form's settings;
-    - ``final-only``: weights.pkl without numbered checkpoints: neither (nothing to continue
-      from, and a trained model is never written over);
-    - ``other``: files of something else (detail names them): neither.
-
-    Only file names are looked at (no checkpoint is loaded), so it is cheap on the GUI thread.
-    """
-    p = Path(outdir)
-    if p.exists() and not p.is_dir():
-        return "other", f"{p.name} is a file"
-    if not p.is_dir():
-        return "new", ""
-    names = sorted(q.name for q in p.iterdir() if q.name not in OS_LITTER)
-    if not names:
-        return "new", ""
-    eps = epochs_in(p)
-    if (p / INPROGRESS).is_file():
-        after = f" after {len(eps)} complete epochs" if eps else ""
-        return "checkpoint", f"stopped inside an epoch{after}"
-    if eps:
-        return "checkpoint", f"epochs up to {eps[-1]} saved"
-    if (p / "weights.pkl").exists():
-        return "final-only", "weights.pkl but no numbered checkpoint"
-    if (p / "config.yaml").is_file():
-        return "no-checkpoint", "stopped before its first checkpoint"
-    if all(n == RUN_LOG or _is_temp(n) for n in names):
-        return "log-only", "only run.log"
-    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-    return "other", f"{names[0]}{more}"
-
-
 def has_checkpoint(outdir) -> bool:
     """Whether the run in ``outdir`` has a complete epoch to explore (weights.N.pkl and
     z.N.pkl of one epoch, or cryoDRGN's final weights.pkl and z.pkl)."""

@@ -24,7 +24,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write supports modes 'wb' and 'w', not {mode!r}")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = temp_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as e:
@@ -45,12 +45,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 
+def temp_name(path: Path) -> Path:
+    """The temporary name a file is written under before it is moved onto ``path``
+    (``.NAME.XXXXXXXX.tmp`` beside it; :func:`is_temp_name` and :func:`remove_stale_temps`
+    know them)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file left by an interrupted atomic write."""
+    return _TEMP.match(name) is not None
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` leaves when its process is killed
     mid-write (``.NAME.XXXXXXXX.tmp``); call it only where no other writer is active."""
     gone = []
     for p in Path(folder).iterdir():
-        if _TEMP.match(p.name) and p.is_file():
+        if is_temp_name(p.name) and p.is_file():
             with contextlib.suppress(OSError):
                 p.unlink()
                 gone.append(p)

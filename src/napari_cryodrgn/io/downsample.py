@@ -44,9 +44,9 @@ import scipy.fft
 
 from ..errors import InputError
 from ..geometry.transforms import ht_center
-from .atomic import check_writable_dir
+from .atomic import check_writable_dir, temp_name
 from .index import load_index
-from .mrc import StackWriter, read_mrc, read_mrc_header, temp_name, write_mrc
+from .mrc import StackWriter, read_mrc, read_mrc_header, write_mrc
 
 log = logging.getLogger(__name__)
 

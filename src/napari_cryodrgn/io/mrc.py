@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import mrcfile.utils
 import numpy as np
 
 from ..errors import InputError
+from .atomic import temp_name
 
 HEADER_BYTES = 1024
 #: MRC modes we read (complex modes 3 and 4 are not image data we can use).
@@ -142,12 +142,6 @@ def _label(mrc) -> None:
     """Our one header label, without mrcfile's timestamp (the same data give the same bytes)."""
     mrc.header.nlabl = 1
     mrc.header.label[0] = b"napari-cryodrgn"
-
-
-def temp_name(path: Path) -> Path:
-    """The temporary name a file is written under before it is moved onto ``path``
-    (``.NAME.XXXXXXXX.tmp`` beside it, which :func:`~.atomic.remove_stale_temps` knows)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
 @contextlib.contextmanager

@@ -215,6 +215,12 @@ class RunFolder:
         return self._ind_override is not None or self.args.get("ind") is not None
 
     @property
+    def index_missing(self) -> bool:
+        """Whether the run records an index file (it was trained on a subset) that is not
+        found, and none was located: its particle numbering is unknown until one is given."""
+        return self.recorded("ind") is not None and self.index_file is None
+
+    @property
     def index_file(self) -> Path | None:
         return self._ind_override or self.file("ind") or self._located_index()
 

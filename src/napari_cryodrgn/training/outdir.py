@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.atomic import is_temp_name
 
 OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -51,3 +52,48 @@ def check_new_run_folder(outdir, *, overwrite: bool = False, own_files=()) -> No
     raise InputError(f"Output folder {p} is not empty (it holds {others[0]}{more}); nothing "
                      "was overwritten. Choose a new or empty folder (--overwrite writes into it "
                      "anyway).")
+
+
+RUN_LOG = "run.log"
+
+
+def folder_state(outdir) -> tuple[str, str]:
+    """What an output folder holds, for the Train dock's Start and Resume: ``(state, detail)``,
+    state one of
+
+    - ``new``: missing or empty (only files the operating system leaves): Start trains there;
+    - ``checkpoint``: a run with a checkpoint (detail: where it stopped): Resume continues it;
+    - ``no-checkpoint``: a run's config.yaml but no checkpoint (it stopped or failed before its
+      first): Resume trains it again from epoch 1 with its recorded settings;
+    - ``log-only``: only run.log (and temporary files) of a run stopped before it recorded its
+      settings: Resume trains there from epoch 1 with the form's settings;
+    - ``final-only``: weights.pkl without numbered checkpoints: neither (nothing to continue
+      from, and a trained model is never written over);
+    - ``other``: files of something else (detail names them): neither.
+
+    Only file names are looked at (no checkpoint is loaded), so it is cheap on the GUI thread.
+    """
+    from .checkpoint import INPROGRESS, epochs_in
+
+    p = Path(outdir)
+    if p.exists() and not p.is_dir():
+        return "other", f"{p.name} is a file"
+    if not p.is_dir():
+        return "new", ""
+    names = sorted(q.name for q in p.iterdir() if q.name not in OS_LITTER)
+    if not names:
+        return "new", ""
+    eps = epochs_in(p)
+    if (p / INPROGRESS).is_file():
+        after = f" after {len(eps)} complete epochs" if eps else ""
+        return "checkpoint", f"stopped inside an epoch{after}"
+    if eps:
+        return "checkpoint", f"epochs up to {eps[-1]} saved"
+    if (p / "weights.pkl").exists():
+        return "final-only", "weights.pkl but no numbered checkpoint"
+    if (p / "config.yaml").is_file():
+        return "no-checkpoint", "stopped before its first checkpoint"
+    if all(n == RUN_LOG or is_temp_name(n) for n in names):
+        return "log-only", "only run.log"
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    return "other", f"{names[0]}{more}"
