@@ -3,6 +3,7 @@ viewer's theme (light, dark, system) and change with it."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import pyqtgraph as pg
@@ -46,19 +47,12 @@ def follow_theme(viewer, *widgets, on_change=None) -> None:
 
     def apply(*_):
         bg, fg = theme_colours(viewer)
-        for ref in refs:
-            w = ref()
-            if w is None:
-                continue
-            try:
+        for w in filter(None, (ref() for ref in refs)):
+            with contextlib.suppress(RuntimeError):  # the C++ widget is gone (dock closed)
                 paint(w, bg, fg)
-            except RuntimeError:  # the C++ widget is gone (dock closed)
-                continue
         if on_change is not None:
-            try:
+            with contextlib.suppress(RuntimeError):
                 on_change(bg, fg)
-            except RuntimeError:
-                pass
 
     viewer.events.theme.connect(apply)
     apply()

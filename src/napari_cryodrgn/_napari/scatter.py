@@ -91,12 +91,6 @@ class LatentScatter(QWidget):
     rectFinished = Signal(object, object, str)  # corner, corner, selection mode
     clusterClicked = Signal(float, float, str)  # a click with the cluster tool, mode
 
-    def set_foreground(self, colour: str) -> None:
-        """The colour of the path being drawn and of the legend text (the theme's text)."""
-        self.draft.setPen(pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine))
-        self.draft.setSymbolBrush(colour)
-        self.set_foreground_keys(colour)
-
     def __init__(self, max_display: int = 20_000, parent=None):
         super().__init__(parent)
         self.max_display = max_display
@@ -104,7 +98,6 @@ class LatentScatter(QWidget):
         self.legend: pg.LegendItem | None = None
         self.legend_entries: list[str] = []
         self.colour_bar: pg.ColorBarItem | None = None
-        self._fg = "#f0f1f2"
         self.vb = _ToolViewBox(self)
         self.plot = pg.PlotWidget(viewBox=self.vb)
         self.plot.setMinimumHeight(320)
@@ -173,7 +166,7 @@ class LatentScatter(QWidget):
                 slot = np.searchsorted(cats, v) % len(CATEGORY_COLOURS)
                 groups = [(np.flatnonzero(slot == k), CATEGORY_COLOURS[k])
                           for k in range(len(CATEGORY_COLOURS))]
-                self._show_legend(cats, names, title)
+                self._show_legend(cats, names)
             else:
                 finite = np.isfinite(v)
                 lo, hi = (np.percentile(v[finite], [1, 99]) if finite.any() else (0.0, 1.0))
@@ -196,23 +189,21 @@ class LatentScatter(QWidget):
 
     # -- keys: legend and colour bar ------------------------------------------------------------
     def _clear_keys(self) -> None:
-        item = self.plot.getPlotItem()
-        if self.legend is not None:
-            self.legend.scene() and self.legend.scene().removeItem(self.legend)
-            self.legend = None
-        if self.colour_bar is not None:
-            item.layout.removeItem(self.colour_bar)
-            self.colour_bar.scene() and self.colour_bar.scene().removeItem(self.colour_bar)
-            self.colour_bar = None
+        for key in (self.legend, self.colour_bar):
+            if key is None:
+                continue
+            if key is self.colour_bar:
+                self.plot.getPlotItem().layout.removeItem(key)
+            if key.scene() is not None:
+                key.scene().removeItem(key)
+        self.legend = self.colour_bar = None
 
-    def _show_legend(self, cats: np.ndarray, names, title: str) -> None:
+    def _show_legend(self, cats: np.ndarray, names) -> None:
         """Category numbers (as ``select --kmeans-labels`` and the files use them) or names,
         with their colours; up to MAX_LEGEND entries (colours repeat beyond the palette)."""
         self.legend = pg.LegendItem(offset=(-5, 5), labelTextColor=self._fg, labelTextSize="8pt",
                                     colCount=2 if len(cats) > 10 else 1)
         self.legend.setParentItem(self.plot.getPlotItem().vb)
-        if title:
-            self.legend.setLabelTextColor(self._fg)
         shown = cats[:MAX_LEGEND]
         self.legend_entries = []
         for i, c in enumerate(shown):
@@ -234,8 +225,11 @@ class LatentScatter(QWidget):
                                           label=title or None, colorMapMenu=False)
         self.plot.getPlotItem().layout.addItem(self.colour_bar, 2, 5)
 
-    def set_foreground_keys(self, colour: str) -> None:
+    def set_foreground(self, colour: str) -> None:
+        """The colour of the path being drawn and of the legend text (the theme's text)."""
         self._fg = colour
+        self.draft.setPen(pg.mkPen(colour, width=2, style=Qt.PenStyle.DashLine))
+        self.draft.setSymbolBrush(colour)
         if self.legend is not None:
             self.legend.setLabelTextColor(colour)
 

@@ -18,6 +18,7 @@ use gloo.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import os
@@ -88,13 +89,11 @@ class DistContext:
         "terminate called without an active exception", after a resumed run had finished)."""
         if self.backend is not None and torch.distributed.is_initialized():
             if sync and self.world > 1:
-                try:
+                with contextlib.suppress(RuntimeError):  # a peer is gone: leave anyway
                     if self.backend == "gloo":
                         torch.distributed.monitored_barrier(timeout=_dt.timedelta(seconds=60))
                     else:
                         torch.distributed.barrier()
-                except RuntimeError:  # a peer is gone: leave anyway
-                    pass
             torch.distributed.destroy_process_group()
         self.backend = None
 
