@@ -87,6 +87,6 @@ def explore_run(run_dir: Path, epoch: int, log=print) -> Path:
         elif ev.kind == "done":
             out = Path(ev.extra["outdir"])
     log(f"figures and map series: {out}; open the run in napari with "
-        f"`napari {run_dir}` (or File > Open Folder)")
+        f"`napari {run_dir / 'config.yaml'}` (or File > IO Utilities > Open cryoDRGN run...)")
     return out
 
