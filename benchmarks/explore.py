@@ -147,29 +147,38 @@ def main(argv=None) -> int:
             layer_ts.append(shown_at[-1] - t0)
             frame_ts.append(time.perf_counter() - t0)
     gl = _gl_renderer()
-    # playing a series: one step of the slider -> the next map drawn (one volume on screen)
-    from napari_cryodrgn._napari.explore_widget import SERIES_PREFIX
-
+    # playing a series: one step of the player -> the next map drawn in the one map layer
     s.pc_traversal(1, n=10)
-    settle(lambda: w.idle and SERIES_PREFIX + "pc1" in viewer.layers)
+    settle(lambda: w.idle and "pc1" in w.series)
     canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    from vispy.gloo import gl as _gl
+
+    def frame_drawn():
+        canvas.update()
+        settle(lambda: w.map_request_done)
+        canvas.native.repaint()
+        _gl.glFinish()  # the driver rasterises here, not when the calls are queued
+
     step_ts = []
     for k in range(1, 2 * 10):
         t0 = time.perf_counter()
-        viewer.dims.set_current_step(0, k % 10)
-        canvas.update()
-        settle(lambda: True)
-        canvas.native.repaint()
-        from vispy.gloo import gl as _gl
-
-        _gl.glFinish()
+        w.player.slider.setValue(k % 10)
+        frame_drawn()
         step_ts.append(time.perf_counter() - t0)
+    turn_ts = []  # one turn of the camera: what dragging the 3D view costs per frame
+    for k in range(10):
+        t0 = time.perf_counter()
+        viewer.camera.angles = (0.0, 10.0 * k, 90.0)
+        frame_drawn()
+        turn_ts.append(time.perf_counter() - t0)
     drawn = [ly.name for ly in viewer.layers if ly.visible]
+    mode = w.show_as.currentData()
     rows = [{"what": f"decode one map, D={s.D}", **stats(decode_ts)},
-            {"what": f"click -> map in the layer, D={s.D}", **stats(layer_ts)},
-            {"what": f"click -> 3D frame drawn ({gl}), D={s.D}", **stats(frame_ts)},
-            {"what": f"series step -> frame drawn ({gl}), D={s.D}, {len(drawn)} volumes shown",
-             **stats(step_ts)}]
+            {"what": f"click -> map in the layer ({mode}), D={s.D}", **stats(layer_ts)},
+            {"what": f"click -> 3D frame drawn ({gl}, {mode}), D={s.D}", **stats(frame_ts)},
+            {"what": f"series step -> frame drawn ({gl}, {mode}), D={s.D}, {len(drawn)} "
+                     "layer shown", **stats(step_ts)},
+            {"what": f"camera turn -> frame drawn ({gl}, {mode}), D={s.D}", **stats(turn_ts)}]
 
     for n in a.sizes:
         big = million_run(run, tmp, n)

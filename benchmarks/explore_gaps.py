@@ -9,9 +9,10 @@ cryoDRGN's ``analyze`` leaves them), the dock:
 
 1. switches epoch through its combo (latents loaded, UMAP read, density colouring and the
    click index rebuilt for the new epoch),
-2. makes a k-means series through its button (k-means on all particles, maps decoded, a 4D
-   layer added),
-3. exports that series (MRC files, z values, ChimeraX script).
+2. makes a k-means series through its button (k-means on all particles, maps decoded and
+   their iso-surfaces made, the first shown in the map layer),
+3. plays that series (Play: every map shown in turn in the one map layer),
+4. exports that series (MRC files, z values, ChimeraX script).
 
 Every step runs in a worker; the table gives each step's wall time and its gaps (median, p99,
 max, count over 200 ms). Writes ``benchmarks/results/explore_gaps.json``.
@@ -141,8 +142,6 @@ def main(argv=None) -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_cryodrgn._napari.explore_widget import SERIES_PREFIX
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_gaps_"))
     src = a.run or (DEFAULT_RUN if (DEFAULT_RUN / "config.yaml").exists() else tiny_run(tmp))
     t0 = time.perf_counter()
@@ -194,6 +193,10 @@ def main(argv=None) -> int:
                      "ticks": len(g)})
         print(rows[-1])
 
+    step("first map of the session: a pick (napari creates the map layer, canvas to 3D)",
+         lambda: w.request_map(s.z[0], "first pick", particle=0),
+         lambda: w.idle and w.map_view.layer is not None and viewer.dims.ndisplay == 3)
+
     def switch_epoch():
         w.epoch.setCurrentIndex(w.epoch.findData(2))
         w.epoch.activated.emit(w.epoch.currentIndex())
@@ -207,7 +210,22 @@ def main(argv=None) -> int:
 
     name = f"kmeans{a.k}"
     step(f"k-means series, k={a.k}: clusters of {a.n} particles, {a.k} maps decoded and shown",
-         kmeans_series, lambda: w.idle and SERIES_PREFIX + name in viewer.layers)
+         kmeans_series, lambda: w.idle and name in w.series)
+    shown = []
+    w.map_view.layer.events.data.connect(lambda e: shown.append(w.player.frame))
+
+    def play():
+        shown.clear()
+        w.player.play_btn.click()
+
+    def played():
+        if len(set(shown)) < a.k:
+            return False
+        w.player.play_btn.click()  # pause
+        return True
+
+    step(f"play the series ({a.k} maps, each drawn in the map layer)", play,
+         lambda: played() and w.idle)
     out = tmp / "export"
     exported = []
     step(f"export the series ({a.k} MRC maps, D={s.D})",

@@ -18,7 +18,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_cryodrgn._napari.explore_widget import MAP_LAYER, SERIES_PREFIX
+    from napari_cryodrgn._napari.explore_widget import MAP_LAYER
 
     app = QApplication.instance() or QApplication([])
 
@@ -42,8 +42,7 @@ def main() -> int:
     w.colour.setCurrentText("kmeans")
     w.n_frames.setValue(10)
     w.pc_btn.click()
-    wait(lambda: SERIES_PREFIX + "pc1" in viewer.layers)
-    viewer.layers[SERIES_PREFIX + "pc1"].visible = False  # the single map in the picture
+    wait(lambda: "pc1" in w.series and w.idle)
     emb = s.embedding("pca")
     labels, centres = s.kmeans(w.k.value())
     far = int(centres[np.bincount(labels).argmax()])  # the centre of the largest cluster

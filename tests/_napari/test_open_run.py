@@ -7,6 +7,7 @@ import numpy as np
 from qtpy.QtCore import Qt
 
 from napari_cryodrgn._napari.explore_widget import MAP_LAYER
+from napari_cryodrgn._napari.map_view import is_surface
 from napari_cryodrgn.io.mrc import write_mrc
 
 PLUGIN = "napari-cryodrgn"
@@ -80,4 +81,5 @@ def test_a_pick_shows_the_map_in_3d(viewer, qtbot, tiny_run, tmp_path):
     qtbot.mouseClick(w.scatter.plot.viewport(), Qt.MouseButton.LeftButton,
                      pos=w.scatter.widget_pos(*emb[3]))
     qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
-    assert viewer.dims.ndisplay == 3 and viewer.layers[MAP_LAYER].rendering == "iso"
+    qtbot.waitUntil(lambda: viewer.dims.ndisplay == 3, timeout=5_000)
+    assert is_surface(viewer.layers[MAP_LAYER])

@@ -119,9 +119,14 @@ def test_4d_layer_refused_by_writer(viewer, tmp_path, notes):
 
 
 def test_training_folder_opens_its_latest_map(viewer, tiny_run):
-    (layer,) = viewer.open(tiny_run, plugin=PLUGIN)
-    assert layer.data.shape == (16, 16, 16)
-    assert layer.metadata["run"] == str(tiny_run) and layer.metadata["epoch"] == 2
+    from napari_cryodrgn._napari.map_view import is_surface, layer_level, layer_volume
+    from napari_cryodrgn.analysis.export import iso_level
     from napari_cryodrgn.analysis.overview import typical_map
 
-    np.testing.assert_allclose(layer.data, typical_map(tiny_run).volume, rtol=1e-5, atol=1e-6)
+    (layer,) = viewer.open(tiny_run, plugin=PLUGIN)
+    assert is_surface(layer)  # shown as the Explore dock shows maps
+    vol = layer_volume(layer)
+    assert vol.shape == (16, 16, 16) and len(layer.data[1]) > 0
+    assert layer.metadata["run"] == str(tiny_run) and layer.metadata["epoch"] == 2
+    np.testing.assert_allclose(vol, typical_map(tiny_run).volume, rtol=1e-5, atol=1e-6)
+    assert layer_level(layer) == iso_level(vol)

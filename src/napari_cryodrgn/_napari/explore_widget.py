@@ -9,14 +9,17 @@ map-series decoding, graph paths, export) runs in background jobs
 once, long ones show progress in napari's activity dock).
 
 A click decodes the map at that latent point (PCA: exact inverse; UMAP / z dims: the nearest
-particle's z) into one Image layer that updates in place. Every path of the Session (a drawn
-path, a PC or graph traversal, the k-means centres) is shown on the scatter and as a 4D map
-series, which exports to MRC files with a ChimeraX script.
+particle's z) into the one map layer (:mod:`.map_view`: an iso-surface, or a volume), which
+updates in place. Every path of the Session (a drawn path, a PC or graph traversal, the k-means
+centres) is shown on the scatter and decoded as a map series: its frames play in the same map
+layer (:mod:`.series_player`: slider, Play, a grid of labelled thumbnails), and it exports to
+MRC files with a ChimeraX script.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFrame,
     QGridLayout,
@@ -38,22 +42,22 @@ from qtpy.QtWidgets import (
 )
 from superqt import QCollapsible
 
-from ..analysis.export import export_series, iso_level
+from ..analysis.export import export_series, iso_level, series_iso_level
+from ..analysis.surface import iso_surface
 from ..errors import InputError
 from ..session import Session
 from .convergence import ConvergencePanel
-from .display import remove_layer, show_maps_in_3d
 from .jobs import LatestJob, leave_a_core_for_the_gui
-from .layers import map_layer, spatial
+from .map_view import MAP_LAYER, SURFACE, VOLUME, MapView, warm_up
 from .notify import show_error, show_info
 from .plot_theme import follow_theme
 from .scatter import LatentScatter
+from .series_player import SeriesPlayer, thumbnail
 from .threshold import ThresholdPanel
 from .widgets import PathEdit
 
 log = logging.getLogger(__name__)
-MAP_LAYER = "cryoDRGN map"
-SERIES_PREFIX = "cryoDRGN series: "
+__all__ = ["MAP_LAYER", "ExploreWidget"]
 QUEUE_MS = 15  # how often the GUI thread runs callbacks queued by other threads
 
 
@@ -79,18 +83,72 @@ def _cluster_of(session: Session, k: int, particle: int, mode: str):
     return int(session.kmeans(k)[0][particle]), k, mode
 
 
-def _decode(session: Session, z: np.ndarray, label: str, particle: int | None = None):
+@dataclass
+class Shown:
+    """A map ready for the map layer: the volume, its iso level, its surface (surface mode),
+    and what it is (``meta``: latent z, run, epoch, label, particle, series and frame)."""
+
+    vol: np.ndarray
+    level: float
+    mesh: object | None
+    meta: dict
+
+
+def _surface(vol: np.ndarray, level: float | None, surface: bool):
+    level = iso_level(vol) if level is None else float(level)
+    return level, (iso_surface(vol, level) if surface else None)
+
+
+def _decode(session: Session, z: np.ndarray, meta: dict, level, surface: bool) -> Shown:
+    """The map at ``z`` (level None: from the map itself), with its surface when asked."""
     epoch = session.epoch
     vol = session.decode(z)
-    return vol, z, label, particle, epoch
+    level, mesh = _surface(vol, level, surface)
+    return Shown(vol, level, mesh, {**meta, "epoch": epoch})
 
 
-def _decode_series(session: Session, name: str, z: np.ndarray):
+def _resurface(shown: Shown, level, surface: bool) -> Shown:
+    """``shown`` again at another level or in the other display mode."""
+    level, mesh = _surface(shown.vol, level, surface)
+    return Shown(shown.vol, level, mesh, shown.meta)
+
+
+@dataclass
+class SeriesMaps:
+    """A decoded map series: latent points, maps, one iso level for all (the series' own
+    unless the user set one), the frames' surfaces (None: not made yet), thumbnails, labels."""
+
+    name: str
+    z: np.ndarray
+    vols: np.ndarray
+    level: float
+    auto_level: float
+    meshes: list
+    thumbs: list
+    labels: list
+    epoch: int | None
+    indices: np.ndarray | None
+
+
+def _frame_labels(kind: str, n: int) -> list[str]:
+    if kind == "kmeans":
+        return [f"cluster {i}" for i in range(n)]  # the legend's and select's numbers
+    return [f"map {i + 1}" for i in range(n)]
+
+
+def _decode_series(session: Session, name: str, z: np.ndarray, indices, kind: str, level,
+                   surface: bool):
+    epoch = session.epoch
     vols = []
     for i, zi in enumerate(z):
         vols.append(session.decode(zi))
         yield i + 1, len(z)
-    return name, z, np.stack(vols)
+    vols = np.stack(vols)
+    auto = series_iso_level(vols)
+    level = auto if level is None else float(level)
+    meshes = [iso_surface(v, level) if surface else None for v in vols]
+    return SeriesMaps(name, z, vols, level, auto, meshes, [thumbnail(v) for v in vols],
+                      _frame_labels(kind, len(z)), epoch, indices)
 
 
 class ExploreWidget(QWidget):
@@ -101,11 +159,14 @@ class ExploreWidget(QWidget):
         leave_a_core_for_the_gui()
         self.viewer = napari_viewer
         self.session: Session | None = None
-        self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (z, volumes)
+        self.series: dict[str, SeriesMaps] = {}
+        self.map_view = MapView(napari_viewer)
+        warm_up()
         self.picks: list[int] = []  # particle indices of the last picks (graph anchors)
         self._connections: list = []  # (signal, slot) of the current session
         self._drawn: tuple | None = None  # _view_key of what the scatter shows
         self.map_job = LatestJob("map", on_result=self._on_map)
+        self.surface_job = LatestJob("map surface", on_result=self._on_map)
         self.view_job = LatestJob("latent view", on_result=self._draw_view,
                                   on_error=self._view_failed)
         self.epoch_job = LatestJob("epoch")
@@ -179,8 +240,24 @@ class ExploreWidget(QWidget):
         self.info = QLabel("Open a training folder.")
         self.info.setWordWrap(True)
 
-        self.auto_threshold = QCheckBox("Iso level from each map")
+        self.show_as = QComboBox()
+        self.show_as.addItem("Surface", SURFACE)
+        self.show_as.addItem("Volume", VOLUME)
+        self.show_as.setToolTip(
+            "Surface: the map's iso-surface, a mesh (fast on any graphics, software OpenGL "
+            "included). Volume: napari's ray-cast iso rendering (needs a GPU to be fluid).")
+        self.show_as.currentIndexChanged.connect(lambda *_: self._redisplay())
+        self.level = QDoubleSpinBox()
+        self.level.setDecimals(4)
+        self.level.setRange(-1e9, 1e9)
+        self.level.setKeyboardTracking(False)
+        self.level.setToolTip("Iso level of the surface (the map's density units)")
+        self.level.valueChanged.connect(self._on_level_edited)
+        self.auto_threshold = QCheckBox("from each map")
+        self.auto_threshold.setToolTip("Iso level from the map's own statistics (mean + 1.5 "
+                                       "std; one level for a whole series)")
         self.auto_threshold.setChecked(True)
+        self.auto_threshold.toggled.connect(self._on_auto_level)
         self.n_frames = QSpinBox()
         self.n_frames.setRange(2, 200)
         self.n_frames.setValue(10)
@@ -216,9 +293,14 @@ class ExploreWidget(QWidget):
         self.movie_btn.setToolTip("A GIF of the 3D view turning once: the map, or the chosen "
                                   "series played while it turns")
         self.movie_btn.clicked.connect(self._on_movie_clicked)
+        self.series_box.currentTextChanged.connect(self._on_series_chosen)
         series.addWidget(self.series_box, 4, 0, 1, 2)
         series.addWidget(self.export_btn, 4, 2)
         series.addWidget(self.movie_btn, 5, 2)
+        self.player = SeriesPlayer()
+        self.player.ready = lambda: not self.surface_job.busy
+        self.player.frameChosen.connect(self.show_frame)
+        series.addWidget(self.player, 6, 0, 1, 3)
         series_box = QWidget()
         series_box.setLayout(series)
         self.series_section = QCollapsible("Map series")
@@ -233,7 +315,13 @@ class ExploreWidget(QWidget):
         lay.addLayout(tool_row)
         lay.addWidget(self.scatter)
         lay.addWidget(self.info)
-        lay.addWidget(self.auto_threshold)
+        display_row = QHBoxLayout()
+        display_row.addWidget(QLabel("Show maps as"))
+        display_row.addWidget(self.show_as)
+        display_row.addWidget(QLabel("level"))
+        display_row.addWidget(self.level, 1)
+        display_row.addWidget(self.auto_threshold)
+        lay.addLayout(display_row)
         lay.addWidget(self.series_section)
         from .select_panel import SelectPanel
 
@@ -296,6 +384,7 @@ class ExploreWidget(QWidget):
         self.session = session
         self.series.clear()
         self.series_box.clear()
+        self.player.set_series([], [])
         self.picks = []
         self._drawn = None
         ev = session.events
@@ -559,17 +648,30 @@ class ExploreWidget(QWidget):
         """Ask for the map at ``z`` (the latent of ``particle`` when given); returns the request
         id. Requests made while a decode runs coalesce: only the newest is decoded next, and
         older results never replace newer."""
-        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), label,
-                                   particle)
+        self.player.stop()
+        self.surface_job.cancel()  # a frame's surface on its way must not replace this map
+        meta = {"z": np.asarray(z, np.float32).tolist(), "run": str(self.session.workdir),
+                "where": label, "particle": particle, "series": None, "frame": None}
+        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), meta,
+                                   self._level_asked(), self.surface_mode)
+
+    @property
+    def surface_mode(self) -> bool:
+        """Maps are shown as iso-surfaces (else as ray-cast volumes)."""
+        return self.show_as.currentData() == SURFACE
+
+    def _level_asked(self) -> float | None:
+        """The user's iso level, or None: each map's (each series') own."""
+        return None if self.auto_threshold.isChecked() else float(self.level.value())
 
     @property
     def map_request_done(self) -> bool:
         """True when the newest requested map is on screen."""
-        return not self.map_job.busy
+        return not self.map_job.busy and not self.surface_job.busy
 
     def _jobs(self) -> list[LatestJob]:
-        return [self.map_job, self.view_job, self.epoch_job, self.path_job, self.cluster_job,
-                self.export_job, self.threshold.job, self.convergence.job,
+        return [self.map_job, self.surface_job, self.view_job, self.epoch_job, self.path_job,
+                self.cluster_job, self.export_job, self.threshold.job, self.convergence.job,
                 *self.series_jobs.values()]
 
     @property
@@ -577,33 +679,70 @@ class ExploreWidget(QWidget):
         """No background job of this dock runs or waits."""
         return not any(j.busy for j in self._jobs())
 
-    def _on_map(self, result) -> None:
-        vol, z, label, particle, epoch = result
-        if epoch != self.session.epoch:
+    def _on_map(self, shown: Shown) -> None:
+        if shown.meta.get("epoch") != self.session.epoch or \
+                shown.meta.get("run") != str(self.session.workdir):
             return  # decoded by the previous epoch's model; the switch asked for a new one
-        self.show_map(vol, z, label, particle)
+        name, frame = shown.meta.get("series"), shown.meta.get("frame")
+        sm = self.series.get(name) if name is not None else None
+        if sm is not None and shown.mesh is not None and shown.level == sm.level:
+            sm.meshes[frame] = shown.mesh  # made for a frame: kept for the next time round
+        self._put(shown)
+
+    def _put(self, shown: Shown) -> None:
+        """Put ``shown`` into the map layer (created on first use, 3D)."""
+        self.map_view.show(shown.vol, shown.level, self.session.apix, shown.meta, shown.mesh)
+        self.level.blockSignals(True)
+        self.level.setValue(shown.level)
+        self.level.blockSignals(False)
         self._place_marker()
 
     def show_map(self, vol: np.ndarray, z: np.ndarray, label: str = "",
                  particle: int | None = None) -> None:
-        """Put ``vol`` into the map layer (created on first use), iso rendering in 3D."""
-        apix = self.session.apix  # None: pixels (layers.py)
+        """Show ``vol`` (the map at ``z``) in the map layer now, on this thread."""
         meta = {"z": np.asarray(z).tolist(), "run": str(self.session.workdir),
-                "epoch": self.session.epoch, "where": label, "particle": particle}
-        if MAP_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[MAP_LAYER]
-            layer.data = vol
-            geo = spatial(apix, 3, 3)
-            layer.scale, layer.units = geo["scale"], geo["units"]
-            lo, hi = float(vol.min()), float(vol.max())
-            layer.contrast_limits = (lo, hi if hi > lo else lo + 1)
-            if self.auto_threshold.isChecked():
-                layer.iso_threshold = iso_level(vol)
-            layer.metadata.update(meta)
-        else:
-            data, kw, _ = map_layer(vol, apix, MAP_LAYER, meta)
-            self.viewer.add_image(data, **kw)
-            show_maps_in_3d(self.viewer)
+                "epoch": self.session.epoch, "where": label, "particle": particle,
+                "series": None, "frame": None}
+        level, mesh = _surface(np.asarray(vol, np.float32), self._level_asked(),
+                               self.surface_mode)
+        self._put(Shown(np.asarray(vol, np.float32), level, mesh, meta))
+
+    def shown_volume(self) -> np.ndarray | None:
+        """The map on screen (the map layer's volume), or None."""
+        return self.map_view.volume()
+
+    def _current(self) -> Shown | None:
+        """What the map layer shows, as this run's :class:`Shown`, or None."""
+        md = self._shown_map()
+        if md is None:
+            return None
+        return Shown(self.map_view.volume(), 0.0, None,
+                     {k: md.get(k) for k in ("z", "run", "epoch", "where", "particle",
+                                             "series", "frame")})
+
+    def _redisplay(self) -> None:
+        """The map on screen again, after a change of display mode or iso level (its surface
+        made in a worker); series frames get new surfaces when next shown."""
+        level = self._level_asked()
+        for sm in self.series.values():
+            sm.level = sm.auto_level if level is None else level
+            sm.meshes = [None] * len(sm.meshes)
+        cur = self._current()
+        if cur is None:
+            return
+        sm = self.series.get(cur.meta.get("series"))
+        if sm is not None:
+            level = sm.level
+        self.surface_job.submit(_resurface, cur, level, self.surface_mode)
+
+    def _on_level_edited(self, value: float) -> None:
+        self.auto_threshold.blockSignals(True)
+        self.auto_threshold.setChecked(False)  # the user's level from now on
+        self.auto_threshold.blockSignals(False)
+        self._redisplay()
+
+    def _on_auto_level(self, on: bool) -> None:
+        self._redisplay()
 
     # -- paths and series ----------------------------------------------------------------------
     def _on_path_drawn(self, verts: np.ndarray) -> None:
@@ -648,7 +787,8 @@ class ExploreWidget(QWidget):
             job = self.series_jobs[name] = LatestJob(
                 f"maps along {name}", on_result=self._show_series,
                 on_progress=lambda d, t, n=name: self.info.setText(f"{n}: map {d}/{t}"))
-        job.submit(_decode_series, s, name, np.asarray(p.z, np.float32))
+        job.submit(_decode_series, s, name, np.asarray(p.z, np.float32), p.indices, p.kind,
+                   self._level_asked(), self.surface_mode)
 
     def _on_path_changed(self, name: str, old=None, new=None) -> None:
         self._on_path_added(name)
@@ -659,34 +799,61 @@ class ExploreWidget(QWidget):
         if job is not None:
             job.cancel()
         self.series.pop(name, None)
-        if SERIES_PREFIX + name in self.viewer.layers:
-            remove_layer(self.viewer, SERIES_PREFIX + name)
         i = self.series_box.findText(name)
         if i >= 0:
             self.series_box.removeItem(i)
 
     def make_series(self, name: str, z: np.ndarray) -> None:
         """A map series along latent points ``z``: added to the session as a path (its maps
-        are decoded in the background and shown as a 4D layer)."""
+        are decoded in the background and shown frame by frame in the map layer)."""
         self.session.add_path(name, z)
 
-    def _show_series(self, result) -> None:
-        name, z, vols = result
+    def _show_series(self, sm: SeriesMaps) -> None:
         s = self.session
-        p = s.paths.get(name)
-        if p is None or not np.array_equal(p.z, z):
+        p = s.paths.get(sm.name)
+        if p is None or not np.array_equal(p.z, sm.z) or sm.epoch != s.epoch:
             return  # removed or changed meanwhile: its own job shows the new one
-        self.series[name] = (z, vols)
-        lname = SERIES_PREFIX + name
-        data, kw, _ = map_layer(vols, s.apix, lname, {"z": z.tolist(), "epoch": s.epoch})
-        if lname in self.viewer.layers:
-            remove_layer(self.viewer, lname)
-        self.viewer.add_image(data, **kw)
-        show_maps_in_3d(self.viewer)
-        if self.series_box.findText(name) < 0:
-            self.series_box.addItem(name)
-        self.series_box.setCurrentText(name)
-        self.info.setText(f"{name}: {len(z)} maps (slider or play on the first axis)")
+        self.series[sm.name] = sm
+        if self.series_box.findText(sm.name) < 0:
+            self.series_box.addItem(sm.name)
+        if self.series_box.currentText() == sm.name:
+            self._on_series_chosen(sm.name)
+        else:
+            self.series_box.setCurrentText(sm.name)  # shows it (_on_series_chosen)
+        self.info.setText(f"{sm.name}: {len(sm.z)} maps ({_epoch_label(sm.epoch)}): "
+                          "Play, the slider or a thumbnail shows them in the map layer")
+
+    def _on_series_chosen(self, name: str) -> None:
+        """The player shows series ``name``; its first map goes on screen."""
+        sm = self.series.get(name)
+        if sm is None:
+            self.player.set_series([], [])
+            return
+        self.player.set_series(sm.thumbs, sm.labels)
+        self.player.caption_prefix = f"{name}, {_epoch_label(sm.epoch)}: "
+        self.show_frame(0)
+
+    def show_frame(self, i: int, name: str | None = None) -> None:
+        """Show map ``i`` of series ``name`` (default: the chosen one) in the map layer: at
+        once when its surface is made, else once a worker has made it."""
+        name = name or self.series_box.currentText()
+        sm = self.series.get(name)
+        if sm is None or not 0 <= i < len(sm.z):
+            return
+        if name == self.series_box.currentText():
+            self.player.set_frame(i)
+        self.map_job.cancel()  # a pick on its way must not replace this frame
+        particle = None if sm.indices is None else int(sm.indices[i])
+        meta = {"z": sm.z[i].tolist(), "run": str(self.session.workdir), "epoch": sm.epoch,
+                "where": f"{name}: {sm.labels[i]}", "particle": particle, "series": name,
+                "frame": i}
+        shown = Shown(sm.vols[i], sm.level, sm.meshes[i], meta)
+        if self.surface_mode and shown.mesh is None:
+            self.surface_job.submit(_resurface, shown, sm.level, True)
+        else:
+            self.surface_job.cancel()  # an older frame's surface must not replace this one
+            self._put(Shown(shown.vol, shown.level, shown.mesh if self.surface_mode else None,
+                            meta))
 
     def export(self, name: str, outdir, overwrite: bool = False) -> int | None:
         """Write series ``name`` as MRC files + z_values.txt + ChimeraX script in the
@@ -694,13 +861,14 @@ class ExploreWidget(QWidget):
         if name not in self.series:
             show_error(f"No map series named {name!r}; make one first.")
             return None
-        z, vols = self.series[name]
+        sm = self.series[name]
         try:
             apix = self.session.folder.require_apix("the exported maps")
         except InputError as e:
             show_error(str(e))
             return None
-        return self.export_job.submit(export_series, vols, z, outdir, apix, overwrite)
+        return self.export_job.submit(export_series, sm.vols, sm.z, outdir, apix, overwrite,
+                                      level=sm.level)
 
     def _on_exported(self, paths) -> None:
         show_info(f"exported {len(paths)} maps to {Path(paths[0]).parent}")
@@ -715,25 +883,30 @@ class ExploreWidget(QWidget):
             self.export(name, out)
 
     def record_movie(self, path, series: str | None = None, frames: int = 36):
-        """Start a rotating GIF of the map (or of series ``series``); returns the recorder
-        (its ``finished`` signal carries the path) or None on bad input."""
+        """Start a rotating GIF of the map (or of series ``series``, played while it turns);
+        returns the recorder (its ``finished`` signal carries the path) or None on bad
+        input."""
         from .movie import MovieRecorder
 
-        layer = None
+        show_frame, n_series = None, 0
         if series is not None:
-            name = SERIES_PREFIX + series
-            if name not in self.viewer.layers:
-                show_error(f"No map series named {series!r} in the viewer.")
+            if series not in self.series:
+                show_error(f"No map series named {series!r}.")
                 return None
-            layer = self.viewer.layers[name]
-        elif MAP_LAYER not in self.viewer.layers:
+            n_series = len(self.series[series].z)
+
+            def show_frame(i, name=series):
+                self.show_frame(i, name)
+        elif self.map_view.layer is None:
             show_error("No map to film yet: click on the scatter first.")
             return None
         try:
-            rec = MovieRecorder(self.viewer, path, frames=frames, series_layer=layer)
+            rec = MovieRecorder(self.viewer, path, frames=frames, show_frame=show_frame,
+                                n_series=n_series, ready=lambda: not self.surface_job.busy)
         except InputError as e:
             show_error(str(e))
             return None
+        self.player.stop()
         rec.finished.connect(lambda r: show_error(str(r)) if isinstance(r, InputError)
                              else show_info(f"movie written: {r}"))
         self._movie = rec
@@ -743,10 +916,9 @@ class ExploreWidget(QWidget):
     def _on_movie_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save a rotating movie", "", "GIF (*.gif)")
         if path:
-            name = self.series_box.currentText() or None
-            series = name if name and (SERIES_PREFIX + name) in self.viewer.layers and \
-                self.viewer.layers[SERIES_PREFIX + name].visible else None
-            self.record_movie(path, series)
+            md = self._shown_map() or {}
+            self.record_movie(path, md.get("series") if md.get("series") in self.series
+                              else None)
 
     # -- selection tools -----------------------------------------------------------------------
     def _on_lasso(self, polygon: np.ndarray, mode: str) -> None:
@@ -782,6 +954,10 @@ class ExploreWidget(QWidget):
     def closeEvent(self, event):  # noqa: N802 - Qt override
         self._disconnect()
         super().closeEvent(event)
+
+
+def _epoch_label(epoch) -> str:
+    return "final epoch" if epoch is None else f"epoch {epoch}"
 
 
 def _space_label(space: str) -> str:

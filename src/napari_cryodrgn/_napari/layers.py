@@ -42,6 +42,22 @@ def map_layer(vol: np.ndarray, apix: float | None, name: str,
     return (vol, kwargs, "image")
 
 
+def surface_layer(vol: np.ndarray, mesh, apix: float | None, name: str,
+                  metadata: dict | None = None) -> tuple:
+    """A 3D map shown as its iso-surface ``mesh`` (:class:`~..analysis.surface.Mesh`, voxel
+    coordinates; the voxel size is the layer's scale). The map itself rides in the metadata
+    (``volume``, ``iso_level``): the writer saves it as MRC, the explorer reads it back."""
+    kwargs = {
+        "name": name,
+        **spatial(apix, 3, 3),
+        "shading": "smooth",
+        "colormap": "gray",
+        "metadata": {"apix": apix, "volume": np.asarray(vol, np.float32),
+                     "iso_level": mesh.level, **(metadata or {})},
+    }
+    return (mesh.layer_data(), kwargs, "surface")
+
+
 def image_layer(img: np.ndarray, apix: float | None, name: str,
                 metadata: dict | None = None) -> tuple:
     """One 2D image."""

@@ -18,12 +18,15 @@ def _camera(viewer):
 
 
 class MovieRecorder(QObject):
-    """Render ``frames`` views turning 360 degrees about the vertical axis (stepping through
-    ``series_axis`` of a 4D layer if given) and write them as a looping GIF at ``path``."""
+    """Render ``frames`` views turning 360 degrees about the vertical axis and write them as a
+    looping GIF at ``path``. With ``show_frame`` (a callable that puts map ``i`` of a series
+    of ``n_series`` on screen) the series plays while the view turns; ``ready()`` says when
+    the asked map is on screen (a frame whose surface is still being made is waited for)."""
 
     finished = Signal(object)  # the written Path, or an InputError
 
-    def __init__(self, viewer, path, frames: int = 36, fps: int = 12, series_layer=None):
+    def __init__(self, viewer, path, frames: int = 36, fps: int = 12, show_frame=None,
+                 n_series: int = 0, ready=None):
         super().__init__()
         path = Path(path)
         if path.suffix.lower() != ".gif":
@@ -35,9 +38,10 @@ class MovieRecorder(QObject):
         if viewer.dims.ndisplay != 3:
             viewer.dims.ndisplay = 3
         self.viewer, self.path, self.fps = viewer, path, fps
-        self.series = series_layer
-        self.n_series = series_layer.data.shape[0] if series_layer is not None else 0
+        self.show_frame, self.ready = show_frame, ready or (lambda: True)
+        self.n_series = n_series if show_frame is not None else 0
         self.frames = max(frames, self.n_series)
+        self._asked = -1  # the last frame whose map was asked for
         self.cam = _camera(viewer)
         self.start_angles = tuple(self.cam.angles)
         self.images: list = []
@@ -54,12 +58,14 @@ class MovieRecorder(QObject):
 
     def _frame(self) -> None:
         k = len(self.images)
+        if self.show_frame is not None:
+            if self._asked != k:
+                self._asked = k
+                self.show_frame(k * self.n_series // self.frames)
+            if not self.ready():
+                return  # its surface is still being made: film it on a later tick
         a = self.start_angles
         self.cam.angles = (a[0], a[1] + 360.0 * k / self.frames, a[2])
-        if self.series is not None:
-            step = list(self.viewer.dims.current_step)
-            step[0] = k * self.n_series // self.frames
-            self.viewer.dims.current_step = tuple(step)
         self.images.append(self.viewer.screenshot(canvas_only=True))
         if len(self.images) == self.frames:
             self.timer.stop()

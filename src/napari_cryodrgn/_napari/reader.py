@@ -10,12 +10,14 @@ from pathlib import Path
 import napari.viewer
 import numpy as np
 
+from ..analysis.export import iso_level
 from ..analysis.overview import is_run_folder, typical_map
+from ..analysis.surface import iso_surface
 from ..errors import InputError
 from ..io.mrc import memmap_mrc, read_mrc_header
 from .display import show_maps_in_3d_later
-from .explore_widget import MAP_LAYER
-from .layers import image_layer, map_layer, stack_layer
+from .layers import image_layer, map_layer, stack_layer, surface_layer
+from .map_view import MAP_LAYER
 from .notify import user_error
 
 MAP_SUFFIXES = (".mrc", ".map")
@@ -93,7 +95,8 @@ def read_run(path: Path, explore: bool = True) -> list:
     """A training folder: the map of its most typical particle at the latest epoch, in the
     layer the Explore dock updates; the dock opens on the run once napari has added it."""
     ov = typical_map(path)
-    meta = {"run": str(path), "epoch": ov.epoch, "z": ov.z.tolist(), "particle": ov.particle}
+    meta = {"run": str(path), "epoch": ov.epoch, "z": ov.z.tolist(), "particle": ov.particle,
+            "where": "the most typical particle", "series": None, "frame": None}
     if ov.apix is None:
         from .notify import show_warning
 
@@ -102,7 +105,8 @@ def read_run(path: Path, explore: bool = True) -> list:
     if explore:
         open_explorer_later(path)
     show_maps_in_3d_later()
-    return [map_layer(ov.volume, ov.apix, MAP_LAYER, meta)]
+    mesh = iso_surface(ov.volume, iso_level(ov.volume))  # as the dock shows maps (map_view)
+    return [surface_layer(ov.volume, mesh, ov.apix, MAP_LAYER, meta)]
 
 
 def open_explorer_later(path: Path) -> None:

@@ -1,5 +1,6 @@
 """napari writers: an Image layer to a .mrc/.map map or a .mrcs particle stack, with the voxel
-size taken from the layer's scale and units."""
+size taken from the layer's scale and units; the explorer's map shown as a surface saves the
+map it was made from (kept in the layer's metadata)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ def write_mrc_layer(path: str, data, meta: dict) -> list[str]:
     """Write one 2D or 3D image layer atomically as a map (.mrc/.map; a .mrcs name or a
     particle-stack layer writes an image stack); returns the written path (none on error,
     which is shown as a notification). A 4D series is refused: export it as a map series."""
+    md = meta.get("metadata") or {}
+    if isinstance(data, tuple | list) and "volume" in md:  # a map shown as its iso-surface
+        data = md["volume"]
+    elif isinstance(data, tuple | list):
+        from .notify import user_error
+
+        user_error(InputError(f"{meta.get('name', 'layer')} is a surface without a map; only "
+                              "maps (and the explorer's map surfaces) save as MRC."))
+        return []
     return _guarded(path, data, meta, stack=None)
 
 

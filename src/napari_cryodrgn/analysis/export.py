@@ -25,6 +25,13 @@ def iso_level(vol: np.ndarray) -> float:
     return min(mean + 1.5 * std, mean + 0.8 * (vmax - mean)) if std > 0 else vmax
 
 
+def series_iso_level(volumes) -> float:
+    """One iso level for a whole map series (:func:`iso_level` of all its maps together), so
+    that a surface changes between maps only where the density does. The explorer's frames and
+    the exported ChimeraX script use it."""
+    return iso_level(np.stack([np.asarray(v, np.float32) for v in volumes]))
+
+
 def chimerax_script(names: list[str], apix: float, level: float) -> str:
     """ChimeraX commands that open the maps as one volume series (relative to the script)."""
     files = " ".join(names)
@@ -37,9 +44,11 @@ def chimerax_script(names: list[str], apix: float, level: float) -> str:
     )
 
 
-def export_series(volumes, z, outdir, apix: float, overwrite: bool = False) -> list[Path]:
+def export_series(volumes, z, outdir, apix: float, overwrite: bool = False,
+                  level: float | None = None) -> list[Path]:
     """Write ``volumes`` (N maps) as vol_001.mrc ... with voxel size ``apix``, their latent
-    points as z_values.txt and ChimeraX's open_series.cxc into ``outdir``.
+    points as z_values.txt and ChimeraX's open_series.cxc into ``outdir`` (surface at
+    ``level``; default :func:`series_iso_level`).
 
     The folder is written under a temporary name and renamed into place, so a failed export
     leaves nothing half-written; an existing non-empty folder is refused unless ``overwrite``.
@@ -65,7 +74,8 @@ def export_series(volumes, z, outdir, apix: float, overwrite: bool = False) -> l
             names.append(f"vol_{i + 1:03d}.mrc")
             write_mrc(tmp / names[-1], v, apix)
         np.savetxt(tmp / "z_values.txt", z)
-        (tmp / CXC_NAME).write_text(chimerax_script(names, apix, iso_level(vols[0])))
+        (tmp / CXC_NAME).write_text(chimerax_script(
+            names, apix, series_iso_level(vols) if level is None else level))
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
