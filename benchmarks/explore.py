@@ -130,13 +130,13 @@ def main(argv=None) -> int:
         decode_ts.append(time.perf_counter() - t0)
     vp = w.scatter.plot.viewport()
     shown_at = []
-    show = w.show_map
+    show = w._put  # the map put into the layer (GUI thread)
 
     def timed_show(*args, **kw):
         show(*args, **kw)
         shown_at.append(time.perf_counter())
 
-    w.show_map = timed_show
+    w._put = timed_show
     layer_ts, frame_ts = [], []
     for k, i in enumerate(rng.integers(0, s.n, a.repeats + 1)):
         pos = w.scatter.widget_pos(*emb[i])

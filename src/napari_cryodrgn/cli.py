@@ -156,6 +156,31 @@ def _add_select(sub):
     p.set_defaults(func=cmd_select)
 
 
+def _add_match(sub):
+    p = sub.add_parser(
+        "match", help="find where known structures live in a run's latent space (reference "
+        "maps against the maps at the k-means centres)",
+        description="Resample each reference map onto the run's grid (any box and voxel "
+        "size), decode the maps at the run's k-means centres (the Explore dock's clusters for "
+        "the same K), and correlate every centre map with every reference. Prints the best "
+        "clusters per reference and writes match.csv (one row per centre) and "
+        "match_<ref>.txt (one value per particle: its cluster's correlation; colour the "
+        "Explore dock by it with 'Colour by file...'). References must be in the run's frame "
+        "(fit them to one of its maps first, e.g. with ChimeraX fitmap).")
+    p.add_argument("workdir", type=Path, help="training folder (ours or cryoDRGN's)")
+    p.add_argument("refs", type=Path, nargs="+", metavar="REF.mrc", help="reference maps")
+    p.add_argument("--epoch", type=int, help="epoch to use (default: latest)")
+    p.add_argument("-k", "--kmeans", type=int, default=20, metavar="K",
+                   help="k-means centres to decode (default 20)")
+    p.add_argument("--lowpass", type=float, metavar="A",
+                   help="compare both maps low-passed to this resolution (Angstrom)")
+    p.add_argument("--ref-apix", type=float, metavar="A",
+                   help="voxel size of the references when their headers record none")
+    p.add_argument("-o", "--outdir", type=Path, help="output folder (default WORKDIR/match.N)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier match's files")
+    p.set_defaults(func=cmd_match)
+
+
 def _add_export(sub):
     p = sub.add_parser(
         "export", help="write the particles of an index file as .star, .cs and/or .mrcs",
@@ -414,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_select(sub)
     _add_export(sub)
+    _add_match(sub)
     _add_eval_images(sub)
     _add_downsample(sub)
     _add_parse_pose_star(sub)
@@ -534,6 +560,38 @@ def cmd_select(args) -> int:
     path, inv = save_selected(res, args.out, overwrite=args.overwrite)
     print(f"selected {res.count} of {res.n} particles ({res.count / res.n:.1%}) -> {path}; "
           f"the other {res.n - res.count} -> {inv}")
+    return 0
+
+
+def cmd_match(args) -> int:
+    import numpy as np
+
+    from .analysis.match import load_reference, match_references, write_match
+    from .session import Session
+
+    s = Session.open(args.workdir, args.epoch, autosave=False)
+    if s.apix is None:
+        raise InputError(f"{args.workdir}: the run's pixel size is unknown (config.yaml records "
+                         "none and its CTF file is not found); references cannot be put on "
+                         "its grid")
+    if args.kmeans < 2:
+        raise InputError("--kmeans needs at least 2 centres")
+    refs = [load_reference(p, s.D, s.apix, args.ref_apix) for p in args.refs]
+    names = [r.name for r in refs]
+    if len(set(names)) != len(names):
+        raise InputError("two references share a file name; rename one (the name labels its "
+                         "column and colouring)")
+    res = match_references(s, refs, k=args.kmeans, resolution=args.lowpass)
+    tag = "final" if s.epoch is None else s.epoch
+    out = args.outdir or Path(args.workdir) / f"match.{tag}"
+    written = write_match(res, out, overwrite=args.overwrite)
+    counts = res.counts()
+    for i, r in enumerate(res.refs):
+        order = np.argsort(-res.corr[i])
+        best = ", ".join(f"cluster {c} (r={res.corr[i, c]:.3f}, {counts[c]} particles)"
+                         for c in order[:3])
+        print(f"{r}: best {best}")
+    print(f"wrote {written['table']} and {len(res.refs)} per-particle colouring file(s) in {out}")
     return 0
 
 
