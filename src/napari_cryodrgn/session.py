@@ -483,9 +483,10 @@ class Session:
         """The names of a text column's categories (value i is ``labels[i]``), else None."""
         return self._dataset().get("labels", {}).get(name)
 
-    def add_colouring(self, name: str, values) -> str:
+    def add_colouring(self, name: str, values, prefix: str = "file: ") -> str:
         """Colour by a per-particle array of this run's particles (one value per row of the
-        latents, in their order); returns the name used ("file: NAME"). Emits colourings."""
+        latents, in their order); returns the name used (``prefix`` + NAME, "file: NAME" by
+        default). Emits colourings."""
         v = np.asarray(values)
         if v.ndim == 2 and 1 in v.shape:
             v = v.ravel()
@@ -495,10 +496,19 @@ class Session:
         if len(v) != self.n:
             raise InputError(f"{name} has {len(v)} values but the run has {self.n} particles "
                              "(one value per particle, in the run's order)")
-        key = name if name.startswith("file: ") else f"file: {name}"
+        key = name if name.startswith(prefix) else f"{prefix}{name}"
         self._imported[key] = v.astype(np.float32)
         self.events.colourings.emit()
         return key
+
+    def add_match(self, result) -> list[str]:
+        """Colourings "match: REF" from a :class:`~.analysis.match.MatchResult` of this run:
+        each particle's correlation (through its k-means centre) with each reference."""
+        if len(result.labels) != self.n:
+            raise InputError(f"that match was made on {len(result.labels)} particles; this run "
+                             f"has {self.n}")
+        return [self.add_colouring(r, result.per_particle(i), prefix="match: ")
+                for i, r in enumerate(result.refs)]
 
     def add_colouring_file(self, path) -> str:
         """:meth:`add_colouring` from a .npy/.txt/.csv/.pkl file of per-particle values."""

@@ -537,3 +537,40 @@ def test_learning_curve_and_another_epoch_with_linked_selection(viewer, qtbot, e
     s.set_epoch(1)  # the marker moves; the other epoch is now 2
     qtbot.waitUntil(lambda: w.idle and c._shown == (2, s.colour_by), timeout=30_000)
     assert c.marker.value() == 1
+
+
+def test_match_reference_maps_colours_and_shows_the_best_beside_it(viewer, qtbot, explore,
+                                                                    tmp_path, notes,
+                                                                    monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_cryodrgn.analysis.match import resample
+    from napari_cryodrgn.io.mrc import write_mrc
+
+    w, s = explore, explore.session
+    w.k.setValue(4)
+    res = s.kmeans_result(4)
+    c = 2
+    fine = resample(s.decode(res.centers[c]), s.apix, 2 * s.D + 6, s.apix / 2)
+    write_mrc(tmp_path / "known.mrc", fine, apix=s.apix / 2)  # another grid, as from elsewhere
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames",
+                        lambda *a, **k: ([str(tmp_path / "known.mrc")], ""))
+    qtbot.mouseClick(w.match_btn, LEFT)  # the real button, its dialog answered
+    qtbot.waitUntil(lambda: w.idle and s.colour_by == "match: known", timeout=60_000)
+    assert w.colour.currentData() == "match: known"
+    values = s.colouring("match: known")
+    assert values.shape == (s.n,) and int(np.argmax(w.last_match.corr[0])) == c
+    np.testing.assert_allclose(values, w.last_match.corr[0][res.labels], rtol=1e-6)
+    qtbot.waitUntil(lambda: w._drawn is not None and w._drawn[2] == "match: known",
+                    timeout=30_000)
+    md = viewer.layers[MAP_LAYER].metadata
+    assert md["particle"] == int(res.centers_ind[c]) and "cluster 2" in md["where"]
+    np.testing.assert_allclose(w.shown_volume(), s.decode(res.centers[c]), rtol=1e-5,
+                               atol=1e-6)
+    ref = viewer.layers["reference: known"]
+    assert is_surface(ref) and ref.translate[2] > s.D * s.apix  # beside the map
+    # a reference without a voxel size: one clear notification, nothing else changes
+    write_mrc(tmp_path / "bare.mrc", fine, apix=None)
+    assert w.match([tmp_path / "bare.mrc"]) is not None
+    qtbot.waitUntil(lambda: w.idle and notes and "voxel size" in notes[-1][1], timeout=30_000)
+    assert s.colour_by == "match: known"

@@ -130,6 +130,30 @@ class SeriesMaps:
     indices: np.ndarray | None
 
 
+def _match(session: Session, paths: list[Path], k: int, level, surface: bool):
+    """Match the references; with the map of each one's best centre ready to show (its
+    surface, when shown as surfaces) and each reference's own surface."""
+    from ..analysis.match import load_reference, match_references
+
+    if session.apix is None:
+        raise InputError("The run's pixel size is unknown; references cannot be put on its "
+                         "grid (give the run a CTF file or config pixel size).")
+    refs = [load_reference(p, session.D, session.apix) for p in paths]
+    if len({r.name for r in refs}) != len(refs):
+        raise InputError("Two references share a file name; rename one (the name labels its "
+                         "colouring).")
+    res = match_references(session, refs, k=k)
+    best, ref_meshes = [], []
+    for i, ref in enumerate(refs):
+        c = res.best(i)
+        meta = {"z": res.centres[c].tolist(), "run": str(session.workdir), "epoch": res.epoch,
+                "where": f"best match to {ref.name}: cluster {c}",
+                "particle": int(res.centre_particles[c]), "series": None, "frame": None}
+        best.append(Shown(res.maps[c], *_surface(res.maps[c], level, surface), meta))
+        ref_meshes.append(iso_surface(ref.volume, iso_level(ref.volume)))
+    return res, best, ref_meshes
+
+
 def _frame_labels(kind: str, n: int) -> list[str]:
     if kind == "kmeans":
         return [f"cluster {i}" for i in range(n)]  # the legend's and select's numbers
@@ -173,6 +197,7 @@ class ExploreWidget(QWidget):
         self.path_job = LatestJob("path", on_result=self._add_path)  # k-means centres, graph
         self.cluster_job = LatestJob("k-means", on_result=self._select_cluster)
         self.export_job = LatestJob("export", on_result=self._on_exported)
+        self.match_job = LatestJob("match reference maps", on_result=self._on_matched)
         self.series_jobs: dict[str, LatestJob] = {}
         start_emitting_from_queue(QUEUE_MS)
         self._build()
@@ -206,6 +231,13 @@ class ExploreWidget(QWidget):
             "particle of this run, in its order); files dropped on the dock work too")
         self.colour_file_btn.clicked.connect(self._on_colour_file_clicked)
         top.addWidget(self.colour_file_btn, 3, 2, 1, 2)
+        self.match_btn = QPushButton("Match reference maps…")
+        self.match_btn.setToolTip(
+            "Where does a known structure live? Reference maps (.mrc, any box and voxel size, "
+            "in the run's frame) against the maps at the k-means centres (k below): a colouring "
+            "per reference, and the best match shown beside it")
+        self.match_btn.clicked.connect(self._on_match_clicked)
+        top.addWidget(self.match_btn, 3, 0, 1, 2)
         self.setAcceptDrops(True)
 
         self.tools = QButtonGroup(self)
@@ -356,7 +388,8 @@ class ExploreWidget(QWidget):
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.view, self.colour, self.colour_file_btn, self.pc_btn, self.finish_btn,
+        for w in (self.view, self.colour, self.colour_file_btn, self.match_btn, self.pc_btn,
+                  self.finish_btn,
                   self.graph_btn, self.kmeans_btn, self.clear_paths_btn, self.export_btn,
                   self.movie_btn,
                   *self.tool_buttons.values()):
@@ -671,7 +704,8 @@ class ExploreWidget(QWidget):
 
     def _jobs(self) -> list[LatestJob]:
         return [self.map_job, self.surface_job, self.view_job, self.epoch_job, self.path_job,
-                self.cluster_job, self.export_job, self.threshold.job, self.convergence.job,
+                self.cluster_job, self.export_job, self.match_job, self.threshold.job,
+                self.convergence.job,
                 *self.series_jobs.values()]
 
     @property
@@ -919,6 +953,59 @@ class ExploreWidget(QWidget):
             md = self._shown_map() or {}
             self.record_movie(path, md.get("series") if md.get("series") in self.series
                               else None)
+
+    # -- reference maps ------------------------------------------------------------------------
+    def match(self, paths, k: int | None = None) -> int | None:
+        """Match reference maps (files) against the maps at the k-means centres in the
+        background; returns the job's request id (None without a run)."""
+        if self.session is None:
+            show_error("Open a run first: references are matched against its latent space.")
+            return None
+        k = self.k.value() if k is None else int(k)
+        self.session.k = k
+        self.info.setText(f"matching {len(paths)} reference map(s) against {k} centre maps…")
+        return self.match_job.submit(_match, self.session, [Path(p) for p in paths], k,
+                                     self._level_asked(), self.surface_mode)
+
+    def _on_match_clicked(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Reference maps to match",
+                                                str(self.session.workdir),
+                                                "Maps (*.mrc *.map)")
+        if paths:
+            self.match(paths)
+
+    def _on_matched(self, matched) -> None:
+        result, best, ref_meshes = matched
+        s = self.session
+        if result.epoch != s.epoch or len(result.labels) != s.n:
+            return  # made for another epoch or run
+        self.last_match = result
+        names = s.add_match(result)
+        s.colour_by = names[0]
+        self._show_reference(result, best[0], ref_meshes[0], 0)
+        best = ", ".join(f"{r}: cluster {result.best(i)} (r={result.corr[i].max():.2f})"
+                         for i, r in enumerate(result.refs))
+        show_info(f"best matches: {best}")
+
+    def _show_reference(self, result, best: Shown, mesh, i: int) -> None:
+        """The map of reference ``i``'s best k-means centre in the map layer, and the
+        reference (its surface ``mesh``) beside it: a layer of its own, moved one box and a
+        bit along x."""
+        from .display import remove_layer
+        from .layers import surface_layer
+
+        s = self.session
+        self.picks = [int(best.meta["particle"])]
+        self._put(best)
+        name = f"reference: {result.refs[i]}"
+        if name in self.viewer.layers:
+            remove_layer(self.viewer, name)
+        data, kw, _ = surface_layer(result.ref_volumes[i], mesh, s.apix, name,
+                                    {"reference": result.refs[i]})
+        kw["translate"] = (0.0, 0.0, 1.15 * s.D * (s.apix or 1.0))
+        kw["colormap"] = "cyan"
+        self.viewer.add_surface(data, **kw)
+        self.viewer.reset_view()
 
     # -- selection tools -----------------------------------------------------------------------
     def _on_lasso(self, polygon: np.ndarray, mode: str) -> None:

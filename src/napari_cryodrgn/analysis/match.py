@@ -81,8 +81,9 @@ def load_reference(path, D: int, apix: float, ref_apix: float | None = None) -> 
         raise InputError(f"{path.name} is not a 3D map (shape {vol.shape})")
     use = ref_apix if ref_apix is not None else header_apix
     if use is None:
-        raise InputError(f"{path.name} records no voxel size; pass --ref-apix (Angstrom per "
-                         "voxel of the reference)")
+        raise InputError(f"{path.name} records no voxel size: write it into its header (e.g. "
+                         "ChimeraX: volume #1 voxelSize A, then save) or pass --ref-apix "
+                         "(Angstrom per voxel of the reference) to match")
     return Reference(path.stem, path, resample(vol, float(use), D, apix))
 
 
@@ -117,6 +118,7 @@ class MatchResult:
     corr: np.ndarray  # (n_refs, k)
     epoch: int | None = None
     maps: np.ndarray | None = field(default=None, repr=False)  # (k, D, D, D) centre maps
+    ref_volumes: list | None = field(default=None, repr=False)  # the references on the grid
 
     def per_particle(self, ref: int | str) -> np.ndarray:
         """Each particle's value for reference ``ref`` (its cluster centre's correlation)."""
@@ -163,7 +165,7 @@ def match_references(session, refs: list[Reference], k: int = 20,
         if progress is not None:
             progress(c + 1, res.k)
     return MatchResult([r.name for r in refs], res.k, res.centers, res.centers_ind, res.labels,
-                       corr, session.epoch, maps)
+                       corr, session.epoch, maps, [r.volume for r in refs])
 
 
 def write_match(result: MatchResult, outdir, overwrite: bool = False) -> dict[str, Path]:
