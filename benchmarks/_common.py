@@ -299,14 +299,17 @@ def machine_info(device: str | None = None, cryodrgn_bin: str | None = None) -> 
 
 
 # -- simulated data --------------------------------------------------------------------------
-def simulate(folder, n: int, D: int, snr: float = 0.1, junk: float = 0.1, seed: int = 0) -> dict:
-    """Simulated dataset in ``folder`` (reused when its sim_config.yaml matches). Returns paths."""
+def simulate(folder, n: int, D: int, snr: float = 0.1, junk: float = 0.1, seed: int = 0,
+             apix: float | None = None) -> dict:
+    """Simulated dataset in ``folder`` (reused when its sim_config.yaml matches). Returns paths.
+    ``apix`` None: the simulator's default pixel size."""
     import yaml
 
     from napari_cryodrgn.simulate.dataset import SimConfig, write_dataset
 
     folder = Path(folder)
-    cfg = SimConfig(n=n, D=D, snr=snr, junk=junk, seed=seed)
+    cfg = SimConfig(n=n, D=D, snr=snr, junk=junk, seed=seed,
+                    **({} if apix is None else {"apix": apix}))
     meta = folder / "sim_config.yaml"
     names = {"particles": "particles.mrcs", "poses": "poses.pkl", "ctf": "ctf.pkl",
              "labels": "labels.pkl", "truth_dir": "truth", "truth_grid": "truth/grid.txt",

@@ -46,11 +46,12 @@ from _common import (  # noqa: E402
 
 TIMING = "bench_timing.json"
 METRICS = "bench_metrics.json"
-METRICS_VERSION = 2
+METRICS_VERSION = 3  # 3: signed FSC-AUC
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The options of this benchmark (benchmarks/maps.py adds its own to them)."""
+    p = argparse.ArgumentParser(description=description or __doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default=str(RESULTS / "accuracy.json"), help="results JSON")
     p.add_argument("--workdir", default=str(WORK / "accuracy"),
@@ -87,7 +88,13 @@ def parse_args(argv=None):
                    help="delete this setting's tool folders and train again")
     g.add_argument("--eval-only", action="store_true",
                    help="no training: evaluate the epochs already in the folders")
-    return p.parse_args(argv)
+    g.add_argument("--apix", type=float, default=None,
+                   help="simulated pixel size (default: the simulator's)")
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 # -- settings and folders ----------------------------------------------------------------------
@@ -122,6 +129,11 @@ def our_kwargs(args) -> dict:
             kw[k] = v
     kw.update(parse_settings(args.ours_only_settings))
     return kw
+
+
+def data_tag(args) -> str:
+    tag = f"sim_n{args.n}_D{args.D}_snr{args.snr:g}_junk{args.junk:g}_seed{args.sim_seed}"
+    return tag if args.apix is None else f"{tag}_apix{args.apix:g}"
 
 
 def net_tag(args) -> str:
@@ -393,9 +405,9 @@ def main(argv=None) -> int:
     bin_ = None if args.skip_cryodrgn else find_cryodrgn()
     kw = our_kwargs(args)
     work = Path(args.workdir)
-    dtag = f"sim_n{args.n}_D{args.D}_snr{args.snr:g}_junk{args.junk:g}_seed{args.sim_seed}"
-    base = work / dtag
-    data = simulate(base / "data", args.n, args.D, args.snr, args.junk, args.sim_seed)
+    base = work / data_tag(args)
+    data = simulate(base / "data", args.n, args.D, args.snr, args.junk, args.sim_seed,
+                    apix=args.apix)
     ours_dir, cd_dir = base / ours_tag(args, kw), base / cdrgn_tag(args)
     if args.fresh:
         for d in (ours_dir, cd_dir):

@@ -156,6 +156,54 @@ def _add_select(sub):
     p.set_defaults(func=cmd_select)
 
 
+def _add_landscape(sub):
+    p = sub.add_parser(
+        "analyze_landscape", aliases=["analyze-landscape"],
+        help="the conformational landscape from the maps: maps sampled across the latent "
+        "space, masked, volume PCA, clustered, mapped back to the particles "
+        "(cryoDRGN's landscape.N/ layout)",
+        description="Sample N maps at the k-means centres of the latent space, reduce them to "
+        "a d-voxel box, mask them (the mean map above half its maximum, dilated; or --mask), "
+        "reduce them by PCA in volume space, cluster them (agglomerative, M clusters) and give "
+        "each particle its map's cluster. Writes cryoDRGN's analyze_landscape layout in "
+        "WORKDIR/landscape.N (-o elsewhere); the Explore dock then offers the 'landscape' view "
+        "and the 'landscape cluster' colouring.")
+    p.add_argument("workdir", type=Path, help="training folder (ours or cryoDRGN's)")
+    p.add_argument("epoch_pos", nargs="?", type=int, metavar="EPOCH",
+                   help="epoch to analyse, as cryoDRGN takes it (or --epoch; default latest)")
+    p.add_argument("--epoch", type=int, help="epoch to analyse (default: the latest)")
+    p.add_argument("-N", "--sketch-size", type=int, default=1000, dest="sketch",
+                   help="maps to sample (k-means centres; default 1000)")
+    p.add_argument("-d", "--downsample", type=int, default=128,
+                   help="box of the sampled maps (default 128; the run's box if smaller)")
+    p.add_argument("--mask", default="auto", metavar="auto|MRC",
+                   help="auto (default): the mean map above --thresh, dilated by --dilate; or "
+                   "a mask file of the sampled maps' box")
+    p.add_argument("--thresh", type=float, help="auto mask threshold (default: half the mean "
+                   "map's maximum)")
+    p.add_argument("--dilate", type=float, default=5.0, help="auto mask dilation in Angstrom "
+                   "(default 5)")
+    p.add_argument("--pc-dim", type=int, default=20, help="volume PCA dimensions (default 20)")
+    p.add_argument("-M", type=int, default=10, dest="clusters",
+                   help="clusters of maps (default 10)")
+    p.add_argument("--linkage", default="average",
+                   help="agglomerative linkage: average (default), ward, complete, single")
+    p.add_argument("--ind", type=Path, metavar="IND.pkl",
+                   help="sample the maps from these particles only (original-stack numbering, "
+                   "as select and Save index write it; e.g. the particles kept after junk "
+                   "filtering); the others are placed at their nearest sampled map")
+    p.add_argument("--skip-umap", action="store_true", help="no UMAP embedding")
+    p.add_argument("--Apix", type=float, help="voxel size (default: the run's pixel size)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="map decoding precision (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed")
+    p.add_argument("-o", "--outdir", type=Path, help="output folder (default "
+                   "WORKDIR/landscape.N)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing analysis")
+    p.set_defaults(func=cmd_landscape)
+
+
 def _add_match(sub):
     p = sub.add_parser(
         "match", help="find where known structures live in a run's latent space (reference "
@@ -440,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_select(sub)
     _add_export(sub)
     _add_match(sub)
+    _add_landscape(sub)
     _add_eval_images(sub)
     _add_downsample(sub)
     _add_parse_pose_star(sub)
@@ -560,6 +609,28 @@ def cmd_select(args) -> int:
     path, inv = save_selected(res, args.out, overwrite=args.overwrite)
     print(f"selected {res.count} of {res.n} particles ({res.count / res.n:.1%}) -> {path}; "
           f"the other {res.n - res.count} -> {inv}")
+    return 0
+
+
+def cmd_landscape(args) -> int:
+    from .analysis.landscape import run_landscape, subset_rows
+    from .io.runfolder import RunFolder
+
+    if args.epoch is not None and args.epoch_pos is not None and args.epoch != args.epoch_pos:
+        raise InputError(f"two epochs given ({args.epoch_pos} and --epoch {args.epoch})")
+    epoch = args.epoch if args.epoch is not None else args.epoch_pos
+    rows = None if args.ind is None else subset_rows(RunFolder.open(args.workdir), args.ind)
+    events = run_landscape(args.workdir, epoch=epoch, outdir=args.outdir,
+                           overwrite=args.overwrite, particles=rows, sketch=args.sketch,
+                           downsample=args.downsample, mask=args.mask, thresh=args.thresh,
+                           dilate=args.dilate, pc_dim=args.pc_dim, clusters=args.clusters,
+                           linkage=args.linkage, skip_umap=args.skip_umap, device=args.device,
+                           precision=args.precision, apix=args.Apix, seed=args.seed)
+    for ev in events:
+        if ev.kind == "step":
+            print(f"[{ev.done}/{ev.total}] {ev.message}", flush=True)
+        elif ev.kind in ("start", "done"):
+            print(ev.message, flush=True)
     return 0
 
 

@@ -14,7 +14,9 @@ Opening and run facts::
     s.set_epoch(epoch)                      # reloads z; clears the paths; events.epoch
 
 Views ("spaces"): ``"pca"`` (= ``"pca:0,1"``; ``"pca:i,j"`` any two PCs, 0-based),
-``"umap"``, ``"z:i,j"`` (two latent dimensions, 0-based)::
+``"umap"``, ``"z:i,j"`` (two latent dimensions, 0-based), and ``"landscape"`` when this epoch
+has a landscape analysis (each particle at the volume-PCA position of its sampled map; a click
+gives that sampled map; colouring "landscape cluster")::
 
     s.space = "umap"                        # the current view; events.space
     s.spaces()                              # names to offer (every "z:i,j" is accepted)
@@ -345,13 +347,42 @@ class Session:
         if umap_available() or any(p.is_file() for p in
                                    self._folder.umap_cache_paths(self.epoch)):
             out.append("umap")
+        if self.landscape() is not None:
+            out.append("landscape")
         d = self.zdim
         pairs = ([(i, j) for i in range(d) for j in range(i + 1, d)] if d <= 8
                  else [(i, i + 1) for i in range(d - 1)])
         return out + [f"z:{i},{j}" for i, j in pairs]
 
+    # -- the landscape analysis (maps sampled, volume PCA, clusters) -------------------------
+    def landscape(self):
+        """This epoch's landscape analysis (:class:`~.analysis.landscape.Landscape`, from
+        ``landscape.N/landscape.npz`` or :meth:`set_landscape`), or None."""
+        from .analysis.landscape import find_landscape
+
+        return self._cached("landscape", lambda: find_landscape(self._folder, self.epoch,
+                                                                self.n))
+
+    def set_landscape(self, land) -> None:
+        """Use ``land`` (a landscape of this epoch's particles): the "landscape" view and the
+        "landscape cluster" colouring appear (colourings emitted)."""
+        if land is not None and len(land.labels) != self.n:
+            raise InputError(f"that landscape was made on {len(land.labels)} particles; this "
+                             f"run has {self.n}")
+        with self._lock:
+            for key in ("landscape", "emb:landscape", "pick:landscape",
+                        "density:landscape"):
+                self._cache.pop(key, None)
+            self._cache["landscape"] = land
+        self.events.colourings.emit()
+
     def _check_space(self, space: str) -> str:
         if space in ("pca", "umap"):
+            return space
+        if space == "landscape":
+            if self.landscape() is None:
+                raise InputError("no landscape analysis for this epoch: run analyze_landscape "
+                                 "(or the dock's Landscape button) first")
             return space
         if space.startswith("pca:"):
             _parse_pair(space, "pca:", self.zdim)
@@ -376,6 +407,9 @@ class Session:
         space = self._check_space(space or self._space)
         if space == "umap":
             return self._cached("emb:umap", self._umap)
+        if space == "landscape":
+            return self._cached("emb:landscape", lambda: np.ascontiguousarray(
+                self.landscape().particle_coords()[:, :2], dtype=np.float32))
         if space.startswith("z:"):
             i, j = _parse_pair(space, "z:", self.zdim)
             return self._cached(f"emb:{space}", lambda: np.ascontiguousarray(self.z[:, [i, j]]))
@@ -409,6 +443,9 @@ class Session:
         space = self._check_space(space or self._space)
         if space == "umap":
             return "UMAP1", "UMAP2"
+        if space == "landscape":
+            evr = self.landscape().evr
+            return tuple(f"volume PC{d + 1} ({evr[d]:.2f})" for d in (0, 1))
         if space.startswith("z:"):
             i, j = _parse_pair(space, "z:", self.zdim)
             return f"z{i}", f"z{j}"
@@ -434,12 +471,17 @@ class Session:
         space = self._check_space(space or self._space)
         if space.startswith("pca") and not snap:
             return self.pca.inverse(np.reshape(xy, (1, 2)), dims=self._pc_dims(space))[0], None
+        if space == "landscape":  # the nearest sampled map: its k-means centre
+            land = self.landscape()
+            j = int(np.argmin(((land.coords[:, :2] - np.reshape(xy, (1, 2))) ** 2).sum(1)))
+            return land.centres_z[j].astype(np.float32), int(land.centres_ind[j])
         i = self.nearest(space, xy)
         return self.z[i].copy(), i
 
     def project(self, z, space: str | None = None, indices=None) -> np.ndarray:
         """(M, 2) positions of latent points ``z`` (M, zdim) in a view. Exact for PCA and z:i,j;
-        for UMAP the positions of ``indices`` when given, else of the nearest particles."""
+        for UMAP and the landscape the positions of ``indices`` when given, else of the
+        nearest particles."""
         space = self._check_space(space or self._space)
         z = np.atleast_2d(np.asarray(z, np.float32))
         if space.startswith("z:"):
@@ -450,7 +492,7 @@ class Session:
         if indices is None:
             _, indices = self._z_picker().query(z)
             indices = np.ravel(indices)
-        return self.embedding("umap")[np.asarray(indices, np.int64)]
+        return self.embedding(space)[np.asarray(indices, np.int64)]
 
     def path_xy(self, name: str, space: str | None = None) -> np.ndarray:
         p = self.paths[name]
@@ -470,14 +512,17 @@ class Session:
             self.events.colour_by.emit(name)
 
     def colouring_names(self) -> list[str]:
-        return (["density", "kmeans", "|z|"] + [f"z{i}" for i in range(self.zdim)]
+        return (["density", "kmeans", "|z|"]
+                + (["landscape cluster"] if self.landscape() is not None else [])
+                + [f"z{i}" for i in range(self.zdim)]
                 + list(self._dataset().get("colourings", {})) + list(self._imported)
                 + (["loss"] if self._dataset().get("loss") else []))
 
     def is_categorical(self, name: str) -> bool:
         """Whether colouring ``name`` holds categories (k-means clusters, RELION classes,
         micrographs...) rather than a continuous value."""
-        return name == "kmeans" or name in self._dataset().get("categorical", ())
+        return name in ("kmeans", "landscape cluster") or name in self._dataset().get(
+            "categorical", ())
 
     def category_labels(self, name: str) -> list[str] | None:
         """The names of a text column's categories (value i is ``labels[i]``), else None."""
@@ -525,6 +570,8 @@ class Session:
             return self.kmeans()[0].astype(np.float32)
         if name == "|z|":
             return np.linalg.norm(self.z, axis=1).astype(np.float32)
+        if name == "landscape cluster" and self.landscape() is not None:
+            return self.landscape().particle_states().astype(np.float32)
         if name.startswith("z") and name[1:].isdigit() and int(name[1:]) < self.zdim:
             return self.z[:, int(name[1:])].copy()
         extra = self._dataset().get("colourings", {})

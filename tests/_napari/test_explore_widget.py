@@ -574,3 +574,27 @@ def test_match_reference_maps_colours_and_shows_the_best_beside_it(viewer, qtbot
     assert w.match([tmp_path / "bare.mrc"]) is not None
     qtbot.waitUntil(lambda: w.idle and notes and "voxel size" in notes[-1][1], timeout=30_000)
     assert s.colour_by == "match: known"
+
+
+def test_landscape_button_adds_the_view_and_a_click_gives_a_sampled_map(viewer, qtbot, explore,
+                                                                         notes):
+    w, s = explore, explore.session
+    w.land_n.setValue(10)
+    w.land_m.setValue(2)
+    qtbot.mouseClick(w.land_btn, LEFT)
+    qtbot.waitUntil(lambda: w.idle and s.space == "landscape", timeout=120_000)
+    assert w.view.currentData() == "landscape" and w.colour.currentData() == "landscape cluster"
+    assert (s.workdir / f"landscape.{s.epoch}" / "landscape.npz").is_file()
+    qtbot.waitUntil(lambda: w._drawn is not None and w._drawn[1] == "landscape", timeout=30_000)
+    land = s.landscape()
+    np.testing.assert_allclose(w.scatter.xy, land.coords[land.labels][:, :2], rtol=1e-6)
+    qtbot.wait(50)
+    _click(qtbot, w, land.coords[4, :2])
+    qtbot.waitUntil(lambda: MAP_LAYER in viewer.layers and w.map_request_done, timeout=30_000)
+    md = viewer.layers[MAP_LAYER].metadata
+    assert md["particle"] == int(land.centres_ind[np.argmin(
+        ((land.coords[:, :2] - land.coords[4, :2]) ** 2).sum(1))])
+    np.testing.assert_allclose(w.shown_volume(), s.decode(s.z[md["particle"]]), rtol=1e-5,
+                               atol=1e-6)
+    qtbot.mouseClick(w.land_btn, LEFT)  # an existing analysis is never overwritten
+    assert notes and "exists" in notes[-1][1]

@@ -19,6 +19,23 @@ def test_fsc_identical_and_independent():
     assert fsc_auc(v, v) == pytest.approx(14 / 32)  # shells 1 .. 15 on the k/D axis
     w = rng.normal(size=(32, 32, 32))
     assert abs(fsc_auc(v, w)) < 0.05
+    assert fsc_auc(v, -v) == pytest.approx(-14 / 32)  # an inverted map scores badly
+
+
+def test_map_score_reports_crossings_and_real_space_correlation():
+    from napari_cryodrgn.analysis.fsc import map_score
+
+    a = _blob(32, (0, 0, 0), 3.0)
+    same = map_score(a, a)
+    assert same.fsc_auc == pytest.approx(14 / 32) and same.rsc == pytest.approx(1.0)
+    assert same.f05 is None and same.f0143 is None  # never drops: beyond Nyquist
+    rng = np.random.default_rng(2)
+    noisy = a + 0.02 * rng.normal(size=a.shape)
+    s = map_score(noisy, a)
+    assert 0 < s.f05 < s.f0143 < 0.5 and 0.9 < s.rsc < 1.0
+    inv = map_score(-a, a)
+    assert inv.rsc == pytest.approx(-1.0) and inv.fsc_auc < 0 and inv.f05 == pytest.approx(
+        1 / 32)
 
 
 def test_fsc_prefers_the_closer_map():

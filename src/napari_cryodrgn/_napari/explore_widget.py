@@ -130,6 +130,21 @@ class SeriesMaps:
     indices: np.ndarray | None
 
 
+def _landscape(session: Session, n_maps: int, clusters: int):
+    from ..analysis.landscape import NPZ, Landscape, run_landscape
+
+    events = run_landscape(session.workdir, epoch=session.epoch, sketch=min(n_maps, session.n),
+                           clusters=clusters, downsample=min(128, session.D), skip_umap=True)
+    out = None
+    for ev in events:
+        yield ev.done, ev.total
+        if ev.kind == "done":
+            out = Path(ev.extra["outdir"])
+    land = Landscape.load(out / NPZ)
+    land.epoch = session.epoch
+    return land
+
+
 def _match(session: Session, paths: list[Path], k: int, level, surface: bool):
     """Match the references; with the map of each one's best centre ready to show (its
     surface, when shown as surfaces) and each reference's own surface."""
@@ -198,6 +213,9 @@ class ExploreWidget(QWidget):
         self.cluster_job = LatestJob("k-means", on_result=self._select_cluster)
         self.export_job = LatestJob("export", on_result=self._on_exported)
         self.match_job = LatestJob("match reference maps", on_result=self._on_matched)
+        self.landscape_job = LatestJob(
+            "landscape", on_result=self._on_landscape,
+            on_progress=lambda d, t: self.info.setText(f"landscape: step {d} of {t}"))
         self.series_jobs: dict[str, LatestJob] = {}
         start_emitting_from_queue(QUEUE_MS)
         self._build()
@@ -329,6 +347,27 @@ class ExploreWidget(QWidget):
         series.addWidget(self.series_box, 4, 0, 1, 2)
         series.addWidget(self.export_btn, 4, 2)
         series.addWidget(self.movie_btn, 5, 2)
+        self.land_n = QSpinBox()
+        self.land_n.setRange(2, 100_000)
+        self.land_n.setValue(500)
+        self.land_n.setToolTip("Maps sampled across the latent space (k-means centres)")
+        self.land_m = QSpinBox()
+        self.land_m.setRange(1, 1000)
+        self.land_m.setValue(10)
+        self.land_m.setToolTip("Clusters of the sampled maps")
+        self.land_btn = QPushButton("Landscape")
+        self.land_btn.setToolTip(
+            "cryoDRGN's analyze_landscape: maps sampled at k-means centres, masked, volume "
+            "PCA, clustered; adds the 'landscape' view and the 'landscape cluster' colouring "
+            "(written to the run's landscape.N folder)")
+        self.land_btn.clicked.connect(self._on_landscape_clicked)
+        land_row = QHBoxLayout()
+        land_row.addWidget(QLabel("maps"))
+        land_row.addWidget(self.land_n)
+        land_row.addWidget(QLabel("clusters"))
+        land_row.addWidget(self.land_m)
+        land_row.addWidget(self.land_btn)
+        series.addLayout(land_row, 7, 0, 1, 3)
         self.player = SeriesPlayer()
         self.player.ready = lambda: not self.surface_job.busy
         self.player.frameChosen.connect(self.show_frame)
@@ -388,7 +427,8 @@ class ExploreWidget(QWidget):
         self._set_enabled(False)
 
     def _set_enabled(self, on: bool) -> None:
-        for w in (self.view, self.colour, self.colour_file_btn, self.match_btn, self.pc_btn,
+        for w in (self.view, self.colour, self.colour_file_btn, self.match_btn, self.land_btn,
+                  self.pc_btn,
                   self.finish_btn,
                   self.graph_btn, self.kmeans_btn, self.clear_paths_btn, self.export_btn,
                   self.movie_btn,
@@ -474,8 +514,8 @@ class ExploreWidget(QWidget):
         s = self.session
         offered = s.spaces()
         spaces = ["pca"] + [f"pca:{i},{j}" for i, j in ((0, 2), (1, 2), (2, 3)) if j < s.zdim]
-        spaces += [sp for sp in offered if sp == "umap"] + [sp for sp in offered
-                                                            if sp.startswith("z:")]
+        spaces += [sp for sp in offered if sp in ("umap", "landscape")]
+        spaces += [sp for sp in offered if sp.startswith("z:")]
         if s.space not in spaces:
             spaces.append(s.space)
         self.view.blockSignals(True)
@@ -487,6 +527,8 @@ class ExploreWidget(QWidget):
 
     def _fill_colours(self) -> None:
         s = self.session
+        if self.view.findData("landscape") < 0 and s.landscape() is not None:
+            self._fill_views()  # a landscape analysis came with new colourings
         self.colour.blockSignals(True)
         self.colour.clear()
         for name in s.colouring_names():
@@ -704,7 +746,8 @@ class ExploreWidget(QWidget):
 
     def _jobs(self) -> list[LatestJob]:
         return [self.map_job, self.surface_job, self.view_job, self.epoch_job, self.path_job,
-                self.cluster_job, self.export_job, self.match_job, self.threshold.job,
+                self.cluster_job, self.export_job, self.match_job, self.landscape_job,
+                self.threshold.job,
                 self.convergence.job,
                 *self.series_jobs.values()]
 
@@ -954,6 +997,40 @@ class ExploreWidget(QWidget):
             self.record_movie(path, md.get("series") if md.get("series") in self.series
                               else None)
 
+    # -- the landscape -------------------------------------------------------------------------
+    def compute_landscape(self, n_maps: int | None = None, clusters: int | None = None):
+        """Run the landscape analysis of this epoch in the background (written to the run's
+        landscape.N folder); returns the job's request id (None when refused, notified)."""
+        from ..analysis.landscape import landscape_dir
+
+        s = self.session
+        if s is None:
+            show_error("Open a run first.")
+            return None
+        out = landscape_dir(s.folder, s.epoch)
+        if out.exists():
+            show_error(f"{out} exists (a landscape of this epoch; its view is offered when it "
+                       "was made for these particles). Delete it, or run "
+                       "'napari-cryodrgn analyze_landscape --overwrite', to make it again.")
+            return None
+        n_maps = self.land_n.value() if n_maps is None else int(n_maps)
+        clusters = self.land_m.value() if clusters is None else int(clusters)
+        self.info.setText(f"landscape: {n_maps} maps, {clusters} clusters…")
+        return self.landscape_job.submit(_landscape, s, n_maps, clusters)
+
+    def _on_landscape_clicked(self) -> None:
+        self.compute_landscape()
+
+    def _on_landscape(self, land) -> None:
+        s = self.session
+        if len(land.labels) != s.n or land.epoch != s.epoch:
+            return
+        s.set_landscape(land)
+        s.space = "landscape"
+        s.colour_by = "landscape cluster"
+        show_info(f"landscape: {land.n_maps} maps in {len(np.unique(land.states))} clusters "
+                  f"({land.folder})")
+
     # -- reference maps ------------------------------------------------------------------------
     def match(self, paths, k: int | None = None) -> int | None:
         """Match reference maps (files) against the maps at the k-means centres in the
@@ -1052,6 +1129,8 @@ def _space_label(space: str) -> str:
         return "PCA (PC1, PC2)"
     if space == "umap":
         return "UMAP"
+    if space == "landscape":
+        return "Landscape (volume PCA)"
     kind, pair = space.split(":")
     i, j = (int(v) for v in pair.split(","))
     return f"PCA (PC{i + 1}, PC{j + 1})" if kind == "pca" else f"z{i} vs z{j}"

@@ -582,8 +582,9 @@ class Trainer:
                 yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
                                message=f"weights.{epoch}.pkl", extra={"z": mu})
             if stop:
-                msg = f"{self._stop_reason or 'stopped'} after epoch {epoch}"
-                self._log(f"cancelled after epoch {epoch}")
+                reason = self._stop_reason or "stopped"
+                self._log(f"cancelled after epoch {epoch} ({reason})")
+                msg = f"{reason} after epoch {epoch}"
                 yield Progress("cancelled", epoch, cfg.num_epochs, n, n, message=msg)
                 return
         if self.ctx.is_main:
