@@ -578,6 +578,12 @@ def cmd_analyze(args) -> int:
                           avg_neighbors=args.avg_neighbors, skip_umap=args.skip_umap,
                           skip_vol=args.skip_vol, device=args.device,
                           precision=args.precision, apix=args.Apix, seed=args.seed)
+    _print_steps(events)
+    return 0
+
+
+def _print_steps(events) -> None:
+    """Print an analysis's progress events: its steps, start and end, and warnings."""
     for ev in events:
         if ev.kind == "step":
             print(f"[{ev.done}/{ev.total}] {ev.message}", flush=True)
@@ -585,7 +591,6 @@ def cmd_analyze(args) -> int:
             print(ev.message, flush=True)
         elif ev.kind == "warning":
             print(f"warning: {ev.message}", file=sys.stderr, flush=True)
-    return 0
 
 
 def cmd_demo(args) -> int:
@@ -626,11 +631,7 @@ def cmd_landscape(args) -> int:
                            dilate=args.dilate, pc_dim=args.pc_dim, clusters=args.clusters,
                            linkage=args.linkage, skip_umap=args.skip_umap, device=args.device,
                            precision=args.precision, apix=args.Apix, seed=args.seed)
-    for ev in events:
-        if ev.kind == "step":
-            print(f"[{ev.done}/{ev.total}] {ev.message}", flush=True)
-        elif ev.kind in ("start", "done"):
-            print(ev.message, flush=True)
+    _print_steps(events)
     return 0
 
 

@@ -190,6 +190,13 @@ def test_drawn_path_gives_a_series_that_plays_and_exports(viewer, qtbot, explore
     qtbot.mouseClick(w.player.play_btn, LEFT)  # pause
     assert not w.player.playing and shown[:2] == [5, 0]  # it went round
     assert [ly.name for ly in viewer.layers] == [MAP_LAYER]
+    qtbot.mouseClick(w.player.play_btn, LEFT)
+    assert w.player.playing
+    w.request_map(s.z[3], "a pick", particle=3)  # a pick stops the playing series
+    assert not w.player.playing
+    qtbot.waitUntil(lambda: w.map_request_done, timeout=30_000)
+    assert viewer.layers[MAP_LAYER].metadata["particle"] == 3
+    np.testing.assert_allclose(w.shown_volume(), s.decode(s.z[3]), rtol=1e-5, atol=1e-6)
     out = tmp_path / "series"
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(out))
     w.series_box.setCurrentText("drawn path")
@@ -581,12 +588,18 @@ def test_landscape_button_adds_the_view_and_a_click_gives_a_sampled_map(viewer, 
     w, s = explore, explore.session
     w.land_n.setValue(10)
     w.land_m.setValue(2)
+    w.land_selected.setChecked(True)
+    assert w.compute_landscape() is None and "Nothing is selected" in notes[-1][1]
+    keep = np.arange(s.n) % 5 != 0  # the maps come from the selected particles only
+    s.select(keep)
     qtbot.mouseClick(w.land_btn, LEFT)
     qtbot.waitUntil(lambda: w.idle and s.space == "landscape", timeout=120_000)
     assert w.view.currentData() == "landscape" and w.colour.currentData() == "landscape cluster"
     assert (s.workdir / f"landscape.{s.epoch}" / "landscape.npz").is_file()
     qtbot.waitUntil(lambda: w._drawn is not None and w._drawn[1] == "landscape", timeout=30_000)
     land = s.landscape()
+    np.testing.assert_array_equal(land.included, keep)
+    assert keep[land.centres_ind].all()
     np.testing.assert_allclose(w.scatter.xy, land.coords[land.labels][:, :2], rtol=1e-6)
     qtbot.wait(50)
     _click(qtbot, w, land.coords[4, :2])

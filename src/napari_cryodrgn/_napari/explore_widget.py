@@ -130,11 +130,13 @@ class SeriesMaps:
     indices: np.ndarray | None
 
 
-def _landscape(session: Session, n_maps: int, clusters: int):
+def _landscape(session: Session, n_maps: int, clusters: int, rows=None):
     from ..analysis.landscape import NPZ, Landscape, run_landscape
 
-    events = run_landscape(session.workdir, epoch=session.epoch, sketch=min(n_maps, session.n),
-                           clusters=clusters, downsample=min(128, session.D), skip_umap=True)
+    pool = session.n if rows is None else len(rows)
+    events = run_landscape(session.workdir, epoch=session.epoch, sketch=min(n_maps, pool),
+                           clusters=min(clusters, n_maps, pool), particles=rows,
+                           downsample=min(128, session.D), skip_umap=True)
     out = None
     for ev in events:
         yield ev.done, ev.total
@@ -298,7 +300,7 @@ class ExploreWidget(QWidget):
             "included). Volume: napari's ray-cast iso rendering (needs a GPU to be fluid).")
         self.show_as.currentIndexChanged.connect(lambda *_: self._redisplay())
         self.level = QDoubleSpinBox()
-        self.level.setDecimals(4)
+        self.level.setDecimals(6)
         self.level.setRange(-1e9, 1e9)
         self.level.setKeyboardTracking(False)
         self.level.setToolTip("Iso level of the surface (the map's density units)")
@@ -366,6 +368,10 @@ class ExploreWidget(QWidget):
         land_row.addWidget(self.land_n)
         land_row.addWidget(QLabel("clusters"))
         land_row.addWidget(self.land_m)
+        self.land_selected = QCheckBox("selected")
+        self.land_selected.setToolTip("Sample the maps from the selected particles only (e.g. "
+                                      "the particles kept after removing junk)")
+        land_row.addWidget(self.land_selected)
         land_row.addWidget(self.land_btn)
         series.addLayout(land_row, 7, 0, 1, 3)
         self.player = SeriesPlayer()
@@ -1015,8 +1021,15 @@ class ExploreWidget(QWidget):
             return None
         n_maps = self.land_n.value() if n_maps is None else int(n_maps)
         clusters = self.land_m.value() if clusters is None else int(clusters)
+        rows = None
+        if self.land_selected.isChecked():
+            if not s.n_selected:
+                show_error("Nothing is selected: select the particles to sample the maps from "
+                           "(or untick 'selected').")
+                return None
+            rows = s.selected_indices()
         self.info.setText(f"landscape: {n_maps} maps, {clusters} clusters…")
-        return self.landscape_job.submit(_landscape, s, n_maps, clusters)
+        return self.landscape_job.submit(_landscape, s, n_maps, clusters, rows)
 
     def _on_landscape_clicked(self) -> None:
         self.compute_landscape()
