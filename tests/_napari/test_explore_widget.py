@@ -463,6 +463,9 @@ def test_the_dock_fits_a_1080p_screen(viewer, qtbot, explore):
     w = explore
     assert w.minimumSizeHint().height() < 1000
     assert viewer.window._qt_window.minimumSizeHint().height() < 1000
+    # nor wider than a dock beside the canvas (no sideways scrolling; a long hint wraps)
+    assert "Select particles first" in w.selection_panel.count.text()
+    assert w.scroll.widget().minimumSizeHint().width() < 480
     assert w.scatter.plot.height() >= 300  # the scatter keeps a usable size inside
     w.series_section.collapse(animate=False)
     w.selection_section.collapse(animate=False)

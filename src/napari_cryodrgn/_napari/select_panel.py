@@ -47,6 +47,7 @@ class SelectPanel(QGroupBox):
         self.session = None
         self._gallery_key = None  # (epoch, selection version) the gallery shows
         self.count = QLabel("no selection")
+        self.count.setWordWrap(True)  # the hint after the count must not widen the dock
         self.invert_btn = QPushButton("Invert")
         self.clear_btn = QPushButton("Clear")
         self.undo_btn = QPushButton("Undo")

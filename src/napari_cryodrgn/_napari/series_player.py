@@ -66,6 +66,7 @@ class SeriesPlayer(QWidget):
         self.fps.setSuffix(" fps")
         self.fps.valueChanged.connect(lambda v: self.timer.setInterval(int(1000 / v)))
         self.caption = QLabel("")
+        self.caption.setWordWrap(True)
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / self.fps.value()))
         self.timer.timeout.connect(self._tick)
