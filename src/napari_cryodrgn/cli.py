@@ -638,24 +638,15 @@ def cmd_landscape(args) -> int:
 def cmd_match(args) -> int:
     import numpy as np
 
-    from .analysis.match import load_reference, match_references, write_match
+    from .analysis.match import load_references, match_references, write_match
     from .session import Session
 
     s = Session.open(args.workdir, args.epoch, autosave=False)
-    if s.apix is None:
-        raise InputError(f"{args.workdir}: the run's pixel size is unknown (config.yaml records "
-                         "none and its CTF file is not found); references cannot be put on "
-                         "its grid")
     if args.kmeans < 2:
         raise InputError("--kmeans needs at least 2 centres")
-    refs = [load_reference(p, s.D, s.apix, args.ref_apix) for p in args.refs]
-    names = [r.name for r in refs]
-    if len(set(names)) != len(names):
-        raise InputError("two references share a file name; rename one (the name labels its "
-                         "column and colouring)")
+    refs = load_references(args.refs, s, args.ref_apix)
     res = match_references(s, refs, k=args.kmeans, resolution=args.lowpass)
-    tag = "final" if s.epoch is None else s.epoch
-    out = args.outdir or Path(args.workdir) / f"match.{tag}"
+    out = args.outdir or s.folder.analysis_dir(s.epoch, "match")
     written = write_match(res, out, overwrite=args.overwrite)
     counts = res.counts()
     for i, r in enumerate(res.refs):

@@ -659,7 +659,7 @@ class Session:
         """{epoch: mean training loss} from the run's run.log (ours or cryoDRGN's)."""
         from .analysis.runlog import read_losses
 
-        return read_losses(self._folder.workdir / "run.log")
+        return read_losses(self._folder.run_log)
 
     def epoch_pca(self, epoch: int | None) -> np.ndarray:
         """(N, 2) PC1/PC2 of another epoch's latents of the same particles (the epoch's own

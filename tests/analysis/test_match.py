@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from napari_cryodrgn.analysis.fsc import real_space_correlation as correlation
 from napari_cryodrgn.analysis.match import (
-    correlation,
     load_reference,
     lowpass,
     resample,

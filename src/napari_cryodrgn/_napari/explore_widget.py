@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -94,17 +95,26 @@ class Shown:
     meta: dict
 
 
+def _map_meta(session: Session, z, where: str, particle: int | None, epoch,
+              series: str | None = None, frame: int | None = None) -> dict:
+    """What a map on screen is (the map layer's metadata): its latent point, run and epoch,
+    a label, the particle it belongs to, and the series and frame it is a map of."""
+    return {"z": np.asarray(z, np.float32).tolist(), "run": str(session.workdir), "epoch": epoch,
+            "where": where, "particle": particle, "series": series, "frame": frame}
+
+
 def _surface(vol: np.ndarray, level: float | None, surface: bool):
     level = iso_level(vol) if level is None else float(level)
     return level, (iso_surface(vol, level) if surface else None)
 
 
-def _decode(session: Session, z: np.ndarray, meta: dict, level, surface: bool) -> Shown:
+def _decode(session: Session, z: np.ndarray, where: str, particle: int | None, level,
+            surface: bool) -> Shown:
     """The map at ``z`` (level None: from the map itself), with its surface when asked."""
-    epoch = session.epoch
+    meta = _map_meta(session, z, where, particle, session.epoch)
     vol = session.decode(z)
     level, mesh = _surface(vol, level, surface)
-    return Shown(vol, level, mesh, {**meta, "epoch": epoch})
+    return Shown(vol, level, mesh, meta)
 
 
 def _resurface(shown: Shown, level, surface: bool) -> Shown:
@@ -142,30 +152,21 @@ def _landscape(session: Session, n_maps: int, clusters: int, rows=None):
         yield ev.done, ev.total
         if ev.kind == "done":
             out = Path(ev.extra["outdir"])
-    land = Landscape.load(out / NPZ)
-    land.epoch = session.epoch
-    return land
+    return Landscape.load(out / NPZ, session.epoch)
 
 
 def _match(session: Session, paths: list[Path], k: int, level, surface: bool):
     """Match the references; with the map of each one's best centre ready to show (its
     surface, when shown as surfaces) and each reference's own surface."""
-    from ..analysis.match import load_reference, match_references
+    from ..analysis.match import load_references, match_references
 
-    if session.apix is None:
-        raise InputError("The run's pixel size is unknown; references cannot be put on its "
-                         "grid (give the run a CTF file or config pixel size).")
-    refs = [load_reference(p, session.D, session.apix) for p in paths]
-    if len({r.name for r in refs}) != len(refs):
-        raise InputError("Two references share a file name; rename one (the name labels its "
-                         "colouring).")
+    refs = load_references(paths, session)
     res = match_references(session, refs, k=k)
     best, ref_meshes = [], []
     for i, ref in enumerate(refs):
         c = res.best(i)
-        meta = {"z": res.centres[c].tolist(), "run": str(session.workdir), "epoch": res.epoch,
-                "where": f"best match to {ref.name}: cluster {c}",
-                "particle": int(res.centre_particles[c]), "series": None, "frame": None}
+        meta = _map_meta(session, res.centres[c], f"best match to {ref.name}: cluster {c}",
+                          int(res.centre_particles[c]), res.epoch)
         best.append(Shown(res.maps[c], *_surface(res.maps[c], level, surface), meta))
         ref_meshes.append(iso_surface(ref.volume, iso_level(ref.volume)))
     return res, best, ref_meshes
@@ -433,10 +434,8 @@ class ExploreWidget(QWidget):
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.view, self.colour, self.colour_file_btn, self.match_btn, self.land_btn,
-                  self.pc_btn,
-                  self.finish_btn,
-                  self.graph_btn, self.kmeans_btn, self.clear_paths_btn, self.export_btn,
-                  self.movie_btn,
+                  self.pc_btn, self.finish_btn, self.graph_btn, self.kmeans_btn,
+                  self.clear_paths_btn, self.export_btn, self.movie_btn,
                   *self.tool_buttons.values()):
             w.setEnabled(on)
 
@@ -730,10 +729,8 @@ class ExploreWidget(QWidget):
         older results never replace newer."""
         self.player.stop()
         self.surface_job.cancel()  # a frame's surface on its way must not replace this map
-        meta = {"z": np.asarray(z, np.float32).tolist(), "run": str(self.session.workdir),
-                "where": label, "particle": particle, "series": None, "frame": None}
-        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), meta,
-                                   self._level_asked(), self.surface_mode)
+        return self.map_job.submit(_decode, self.session, np.asarray(z, np.float32), label,
+                                   particle, self._level_asked(), self.surface_mode)
 
     @property
     def surface_mode(self) -> bool:
@@ -752,9 +749,7 @@ class ExploreWidget(QWidget):
     def _jobs(self) -> list[LatestJob]:
         return [self.map_job, self.surface_job, self.view_job, self.epoch_job, self.path_job,
                 self.cluster_job, self.export_job, self.match_job, self.landscape_job,
-                self.threshold.job,
-                self.convergence.job,
-                *self.series_jobs.values()]
+                self.threshold.job, self.convergence.job, *self.series_jobs.values()]
 
     @property
     def idle(self) -> bool:
@@ -778,16 +773,6 @@ class ExploreWidget(QWidget):
         self.level.setValue(shown.level)
         self.level.blockSignals(False)
         self._place_marker()
-
-    def show_map(self, vol: np.ndarray, z: np.ndarray, label: str = "",
-                 particle: int | None = None) -> None:
-        """Show ``vol`` (the map at ``z``) in the map layer now, on this thread."""
-        meta = {"z": np.asarray(z).tolist(), "run": str(self.session.workdir),
-                "epoch": self.session.epoch, "where": label, "particle": particle,
-                "series": None, "frame": None}
-        level, mesh = _surface(np.asarray(vol, np.float32), self._level_asked(),
-                               self.surface_mode)
-        self._put(Shown(np.asarray(vol, np.float32), level, mesh, meta))
 
     def shown_volume(self) -> np.ndarray | None:
         """The map on screen (the map layer's volume), or None."""
@@ -926,9 +911,8 @@ class ExploreWidget(QWidget):
             self.player.set_frame(i)
         self.map_job.cancel()  # a pick on its way must not replace this frame
         particle = None if sm.indices is None else int(sm.indices[i])
-        meta = {"z": sm.z[i].tolist(), "run": str(self.session.workdir), "epoch": sm.epoch,
-                "where": f"{name}: {sm.labels[i]}", "particle": particle, "series": name,
-                "frame": i}
+        meta = _map_meta(self.session, sm.z[i], f"{name}: {sm.labels[i]}", particle, sm.epoch,
+                         series=name, frame=i)
         shown = Shown(sm.vols[i], sm.level, sm.meshes[i], meta)
         if self.surface_mode and shown.mesh is None:
             self.surface_job.submit(_resurface, shown, sm.level, True)
@@ -976,9 +960,7 @@ class ExploreWidget(QWidget):
                 show_error(f"No map series named {series!r}.")
                 return None
             n_series = len(self.series[series].z)
-
-            def show_frame(i, name=series):
-                self.show_frame(i, name)
+            show_frame = partial(self.show_frame, name=series)
         elif self.map_view.layer is None:
             show_error("No map to film yet: click on the scatter first.")
             return None
@@ -1006,13 +988,11 @@ class ExploreWidget(QWidget):
     def compute_landscape(self, n_maps: int | None = None, clusters: int | None = None):
         """Run the landscape analysis of this epoch in the background (written to the run's
         landscape.N folder); returns the job's request id (None when refused, notified)."""
-        from ..analysis.landscape import landscape_dir
-
         s = self.session
         if s is None:
             show_error("Open a run first.")
             return None
-        out = landscape_dir(s.folder, s.epoch)
+        out = s.folder.analysis_dir(s.epoch, "landscape")
         if out.exists():
             show_error(f"{out} exists (a landscape of this epoch; its view is offered when it "
                        "was made for these particles). Delete it, or run "
@@ -1072,9 +1052,9 @@ class ExploreWidget(QWidget):
         names = s.add_match(result)
         s.colour_by = names[0]
         self._show_reference(result, best[0], ref_meshes[0], 0)
-        best = ", ".join(f"{r}: cluster {result.best(i)} (r={result.corr[i].max():.2f})"
-                         for i, r in enumerate(result.refs))
-        show_info(f"best matches: {best}")
+        summary = ", ".join(f"{r}: cluster {result.best(i)} (r={result.corr[i].max():.2f})"
+                            for i, r in enumerate(result.refs))
+        show_info(f"best matches: {summary}")
 
     def _show_reference(self, result, best: Shown, mesh, i: int) -> None:
         """The map of reference ``i``'s best k-means centre in the map layer, and the

@@ -26,7 +26,6 @@ analysis is replaced only with ``overwrite``; stopping the iterator early leaves
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import check_writable_dir, replace_dir
+from ..io.atomic import check_writable_dir, staged_dir
 from ..io.mrc import write_mrc
 from ..io.runfolder import Latents, RunFolder
 from ..io.safepickle import save_pickle
@@ -128,7 +127,6 @@ def _run(run: RunFolder, lat: Latents, st: AnalysisSettings, out: Path, decoder,
          apix) -> Iterator[Progress]:
     z = lat.z
     n, zdim = z.shape
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     do_umap = not st.skip_umap and zdim > 2
     if do_umap and not umap_available() and not any(p.is_file() for p in
                                                      _umap_sources(run, lat, out)):
@@ -152,8 +150,7 @@ def _run(run: RunFolder, lat: Latents, st: AnalysisSettings, out: Path, decoder,
             write_mrc(folder / f"vol_{i + 1:03d}.mrc", decoder(zi), apix)
             yield ev("volume", f"{folder.name}/vol_{i + 1:03d}.mrc")
 
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         yield ev("start", f"analysing epoch {lat.epoch if lat.epoch is not None else 'final'}"
                  f" of {run.workdir}: {n} particles, zdim {zdim} -> {out}", advance=0)
         yield ev("step", "PCA")
@@ -239,18 +236,14 @@ def _run(run: RunFolder, lat: Latents, st: AnalysisSettings, out: Path, decoder,
         yield ev("step", "figures")
         epoch = lat.epoch
         figures.learning_curve_plot(tmp / f"learning_curve_epoch{epoch or 'final'}.png",
-                                    read_losses(run.workdir / "run.log"), epoch)
+                                    read_losses(run.run_log), epoch)
         figures.scatter_plot(tmp / "z_pca.png", pca_xy, *pca_lab)
         figures.density_plot(tmp / "z_pca_hexbin.png", pca_xy, *pca_lab)
         if umap_xy is not None:
             figures.scatter_plot(tmp / "umap.png", umap_xy, "UMAP1", "UMAP2")
             figures.density_plot(tmp / "umap_hexbin.png", umap_xy, "UMAP1", "UMAP2")
-        replace_dir(tmp, out)
-        count[0] = total - 1
-        yield ev("done", f"wrote {out}", outdir=str(out))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    count[0] = total - 1
+    yield ev("done", f"wrote {out}", outdir=str(out))
 
 
 def _umap_sources(run: RunFolder, lat: Latents, out: Path) -> list[Path]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import replace_dir
+from ..io.atomic import staged_dir
 from ..io.mrc import write_mrc
 
 CXC_NAME = "open_series.cxc"
@@ -66,9 +64,7 @@ def export_series(volumes, z, outdir, apix: float, overwrite: bool = False,
         raise InputError(f"{out} is not empty; nothing was written. Choose an empty or new "
                          "folder (or allow overwriting).")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.export-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with staged_dir(out, "export") as tmp:
         names = []
         for i, v in enumerate(vols):
             names.append(f"vol_{i + 1:03d}.mrc")
@@ -76,8 +72,4 @@ def export_series(volumes, z, outdir, apix: float, overwrite: bool = False,
         np.savetxt(tmp / "z_values.txt", z)
         (tmp / CXC_NAME).write_text(chimerax_script(
             names, apix, series_iso_level(vols) if level is None else level))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return [out / n for n in names]

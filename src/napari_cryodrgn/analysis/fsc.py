@@ -31,8 +31,22 @@ def fsc_auc(vol1: np.ndarray, vol2: np.ndarray) -> float:
     """Area under the FSC over shells k = 1 .. D/2 - 1 on the k/D axis (trapezoid; a perfect
     map scores (D/2 - 2) / D, 0.44 at D=32 and 0.47 at D=64). Signed: a sign-inverted map
     scores as badly as a perfect one scores well, and unrelated maps about 0."""
-    freq, curve = fsc(vol1, vol2)
+    return _auc(*fsc(vol1, vol2))
+
+
+def _auc(freq: np.ndarray, curve: np.ndarray) -> float:
     return float(np.trapezoid(curve[1:], freq[1:]))
+
+
+def real_space_correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
+                           ) -> float:
+    """Pearson correlation of two maps (inside ``mask`` when given); signed: an inverted map
+    scores -1."""
+    x = np.asarray(a, np.float64)[mask] if mask is not None else np.asarray(a, np.float64)
+    y = np.asarray(b, np.float64)[mask] if mask is not None else np.asarray(b, np.float64)
+    x, y = x.ravel() - x.mean(), y.ravel() - y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -54,13 +68,8 @@ class MapScore:
 def map_score(vol: np.ndarray, ref: np.ndarray) -> MapScore:
     """:class:`MapScore` of ``vol`` against ``ref``."""
     freq, curve = fsc(vol, ref)
-    a = np.asarray(vol, np.float64).ravel()
-    b = np.asarray(ref, np.float64).ravel()
-    a, b = a - a.mean(), b - b.mean()
-    den = np.sqrt((a * a).sum() * (b * b).sum())
-    return MapScore(float(np.trapezoid(curve[1:], freq[1:])),
-                    threshold_crossing(freq, curve, 0.5), threshold_crossing(freq, curve, 0.143),
-                    float((a * b).sum() / den) if den > 0 else 0.0)
+    return MapScore(_auc(freq, curve), threshold_crossing(freq, curve, 0.5),
+                    threshold_crossing(freq, curve, 0.143), real_space_correlation(vol, ref))
 
 
 def resolution_at(vol1: np.ndarray, vol2: np.ndarray, apix: float, threshold: float = 0.5):

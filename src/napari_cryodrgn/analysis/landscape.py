@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atomic import check_writable_dir, replace_dir
+from ..io.atomic import atomic_write, check_writable_dir, staged_dir
 from ..io.mrc import read_mrc, write_mrc
 from ..io.runfolder import RunFolder
 from ..io.safepickle import save_pickle
@@ -129,42 +128,36 @@ class Landscape:
         return self.states[self.labels]
 
     def save(self, path) -> None:
-        tmp = Path(path).with_name(f".{Path(path).name}.{secrets.token_hex(4)}.npz")
         included = (np.ones(len(self.labels), bool) if self.included is None
                     else self.included)
-        np.savez(tmp, labels=self.labels, centres_z=self.centres_z,
-                 centres_ind=self.centres_ind, coords=self.coords, states=self.states,
-                 evr=self.evr, included=included)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            np.savez(f, labels=self.labels, centres_z=self.centres_z,
+                     centres_ind=self.centres_ind, coords=self.coords, states=self.states,
+                     evr=self.evr, included=included)
 
     @classmethod
-    def load(cls, path) -> Landscape:
+    def load(cls, path, epoch: int | None = None) -> Landscape:
+        """Read ``landscape.npz`` (``epoch``: the one it was made for, when known)."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as f:
                 return cls(f["labels"], f["centres_z"], f["centres_ind"], f["coords"],
-                           f["states"], f["evr"], f["included"], path.parent)
+                           f["states"], f["evr"], f["included"], path.parent, epoch)
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"{path} is not a readable landscape analysis ({e})") from None
-
-
-def landscape_dir(folder: RunFolder, epoch: int | None) -> Path:
-    """cryoDRGN's default folder: landscape.N (landscape for z.pkl)."""
-    return folder.workdir / ("landscape" if epoch is None else f"landscape.{epoch}")
 
 
 def find_landscape(folder: RunFolder, epoch: int | None, n: int) -> Landscape | None:
     """The landscape analysis of ``epoch`` in its default folder, when there is one for
     ``n`` particles."""
-    path = landscape_dir(folder, epoch) / NPZ
+    path = folder.analysis_dir(epoch, "landscape") / NPZ
     if not path.is_file():
         return None
     try:
-        land = Landscape.load(path)
+        land = Landscape.load(path, epoch)
     except InputError as e:
         log.warning("%s", e)
         return None
-    land.epoch = epoch
     return land if len(land.labels) == n else None
 
 
@@ -220,7 +213,7 @@ def run_landscape(workdir, epoch: int | None = None, outdir=None, overwrite: boo
         if mvol.shape != (d, d, d):
             raise InputError(f"--mask {mask_file.name} is {mvol.shape[0]} voxels across; the "
                              f"sampled maps are {d} (-d)")
-    out = Path(outdir) if outdir is not None else landscape_dir(folder, lat.epoch)
+    out = Path(outdir) if outdir is not None else folder.analysis_dir(lat.epoch, "landscape")
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists; pass --overwrite to replace it, or -o to write "
                          "elsewhere")
@@ -248,9 +241,7 @@ def _run(folder, lat, st: LandscapeSettings, out: Path, decoder, apix_d: float, 
         return Progress(kind, epoch=1, n_epochs=1, done=min(count[0], total), total=total,
                         message=message, extra=extra)
 
-    tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         yield ev("start", f"landscape of epoch {lat.epoch if lat.epoch is not None else 'final'}"
                  f" of {folder.workdir}: {N} maps at {d}^3 from {len(rows)} particles -> {out}",
                  advance=0)
@@ -327,12 +318,8 @@ def _run(folder, lat, st: LandscapeSettings, out: Path, decoder, apix_d: float, 
         _figure(tmp / f"vol_pca_{N}_1_2.png", coords, pca.explained_variance_ratio_)
         Landscape(labels, km.centers, centres_ind.astype(np.int64), coords, states,
                   pca.explained_variance_ratio_.astype(np.float32), included).save(tmp / NPZ)
-        replace_dir(tmp, out)
-        count[0] = total - 1
-        yield ev("done", f"wrote {out}", outdir=str(out))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    count[0] = total - 1
+    yield ev("done", f"wrote {out}", outdir=str(out))
 
 
 def _umap(folder, lat, st: LandscapeSettings, tmp: Path) -> None:

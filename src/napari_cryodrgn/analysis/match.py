@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..io.atomic import atomic_write
 from ..io.mrc import read_mrc
+from .fsc import real_space_correlation
 
 
 @dataclass
@@ -87,22 +88,26 @@ def load_reference(path, D: int, apix: float, ref_apix: float | None = None) -> 
     return Reference(path.stem, path, resample(vol, float(use), D, apix))
 
 
+def load_references(paths, session, ref_apix: float | None = None) -> list[Reference]:
+    """:func:`load_reference` for each of ``paths`` onto ``session``'s grid; refused when the
+    run's pixel size is unknown or two references share a name (it labels their columns and
+    colourings)."""
+    if session.apix is None:
+        raise InputError(f"{session.workdir}: the run's pixel size is unknown (config.yaml "
+                         "records none and its CTF file is not found); references cannot be "
+                         "put on its grid")
+    refs = [load_reference(p, session.D, session.apix, ref_apix) for p in paths]
+    if len({r.name for r in refs}) != len(refs):
+        raise InputError("two references share a file name; rename one (the name labels its "
+                         "column and colouring)")
+    return refs
+
+
 def sphere_mask(D: int) -> np.ndarray:
     """The box's inscribed sphere (radius D/2 about voxel D//2)."""
     g = np.arange(D) - D // 2
     r2 = g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
     return r2 < (D / 2) ** 2
-
-
-def correlation(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """Pearson correlation of two maps inside ``mask`` (sign-sensitive: an inverted map
-    scores -1)."""
-    x = a[mask].astype(np.float64)
-    y = b[mask].astype(np.float64)
-    x -= x.mean()
-    y -= y.mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / den) if den > 0 else 0.0
 
 
 @dataclass
@@ -161,7 +166,7 @@ def match_references(session, refs: list[Reference], k: int = 20,
         maps[c] = session.decode(res.centers[c])
         vol = prepared(maps[c])
         for i, rv in enumerate(ref_vols):
-            corr[i, c] = correlation(vol, rv, mask)
+            corr[i, c] = real_space_correlation(vol, rv, mask)
         if progress is not None:
             progress(c + 1, res.k)
     return MatchResult([r.name for r in refs], res.k, res.centers, res.centers_ind, res.labels,

@@ -47,7 +47,7 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
 
 def temp_name(path: Path) -> Path:
     """The temporary name a file is written under before it is moved onto ``path``
-    (``.NAME.XXXXXXXX.tmp`` beside it; :func:`is_temp_name` and :func:`remove_stale_temps`
+    (``.NAME.<8 hex digits>.tmp`` beside it; :func:`is_temp_name` and :func:`remove_stale_temps`
     know them)."""
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
@@ -59,7 +59,7 @@ def is_temp_name(name: str) -> bool:
 
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` leaves when its process is killed
-    mid-write (``.NAME.XXXXXXXX.tmp``); call it only where no other writer is active."""
+    mid-write (``.NAME.<8 hex digits>.tmp``); call it only where no other writer is active."""
     gone = []
     for p in Path(folder).iterdir():
         if is_temp_name(p.name) and p.is_file():
@@ -105,3 +105,19 @@ def replace_dir(tmp: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path, tag: str = "partial") -> Iterator[Path]:
+    """A hidden folder beside ``out`` to write a result folder into; moved onto ``out``
+    (:func:`replace_dir`) when the block ends normally, removed when it does not (an error, or
+    a generator writing it closed early), so ``out`` is never half-written."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.{tag}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

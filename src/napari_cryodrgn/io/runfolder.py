@@ -46,6 +46,7 @@ from .index import compose_index
 
 log = logging.getLogger(__name__)
 
+RUN_LOG = "run.log"  # the training log (ours and cryoDRGN's)
 STATE_DIR = "explore"  # WORKDIR/explore/: the explorer's selection and caches
 METADATA_SUFFIXES = (".star", ".cs")
 DATASET_KEYS = ("particles", "poses", "ctf", "ind", "datadir", "poses_source", "ctf_source")
@@ -414,9 +415,14 @@ class RunFolder:
     def state_dir(self) -> Path:
         return self.workdir / STATE_DIR
 
-    def analysis_dir(self, epoch: int | None) -> Path:
-        """cryoDRGN's default analysis folder: analyze.N (analyze for z.pkl)."""
-        return self.workdir / ("analyze" if epoch is None else f"analyze.{epoch}")
+    def analysis_dir(self, epoch: int | None, kind: str = "analyze") -> Path:
+        """cryoDRGN's default folder of an analysis of ``epoch``: KIND.N (KIND for z.pkl);
+        ``kind`` analyze, landscape (analyze_landscape) or match."""
+        return self.workdir / (kind if epoch is None else f"{kind}.{epoch}")
+
+    @property
+    def run_log(self) -> Path:
+        return self.workdir / RUN_LOG
 
     def umap_cache_paths(self, epoch: int | None) -> list[Path]:
         """Where an embedding of ``epoch`` may already be: the analysis folder's umap.pkl

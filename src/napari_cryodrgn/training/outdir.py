@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..io.atomic import is_temp_name
+from ..io.runfolder import RUN_LOG
 
 OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 
@@ -53,8 +54,6 @@ def check_new_run_folder(outdir, *, overwrite: bool = False, own_files=()) -> No
                      "was overwritten. Choose a new or empty folder (--overwrite writes into it "
                      "anyway).")
 
-
-RUN_LOG = "run.log"
 
 
 def folder_state(outdir) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InputError, TrainingDiverged
 from ..io.atomic import check_writable_dir, remove_stale_temps
+from ..io.runfolder import RUN_LOG
 from ..model.vae import HetVAE
 from ..model.volume import autocast_context
 from .checkpoint import (
@@ -416,7 +417,7 @@ class Trainer:
     def _log(self, msg: str) -> None:
         if not self.ctx.is_main:
             return
-        with open(self.outdir / "run.log", "a") as f:
+        with open(self.outdir / RUN_LOG, "a") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     # -- one batch -------------------------------------------------------------------------
