@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shlex
 import shutil
 import sys
@@ -176,11 +177,30 @@ def _merge_timing(folder: Path, new: list[dict]) -> list[dict]:
     return recs
 
 
+def run_key(zdim: int, kw: dict) -> dict:
+    """Every model and training setting a run of ours gets from ``kw`` and the defaults
+    (JSON values; not the epoch count): a folder trained under other defaults is not reused."""
+    from napari_cryodrgn.training.settings import TrainSettings
+
+    st = TrainSettings.from_kwargs(zdim=zdim, **kw)
+    key = {**st.part("model"), **st.part("train")}
+    key.pop("num_epochs", None)
+    return json.loads(json.dumps(key, default=str))
+
+
 def train_ours(data: dict, folder: Path, args, kw: dict) -> dict:
     """Train (or resume, or reuse) our run in ``folder``; per-epoch timing kept in the folder."""
     from napari_cryodrgn.training.api import make_trainer
 
     have = epochs_done(folder)
+    key = run_key(args.zdim, kw)
+    stored = read_json(folder / "bench_settings.json", {}).get("settings")
+    if have and stored != key:
+        changed = sorted(k for k in key if (stored or {}).get(k, "?") != key[k])
+        print(f"ours: {folder.name} was trained with other settings (defaults changed: "
+              f"{', '.join(changed) or 'not recorded'}); training it afresh")
+        shutil.rmtree(folder)
+        have = []
     if have and max(have) >= args.epochs:
         print(f"ours: reusing {folder} (epochs {have[0]}..{have[-1]})")
         return {"reused": True}
@@ -191,7 +211,7 @@ def train_ours(data: dict, folder: Path, args, kw: dict) -> dict:
     t_mark = time.perf_counter()
     tr = make_trainer(data["particles"], data["poses"], folder, args.zdim, ctf=data["ctf"],
                       load="latest" if have else None, overwrite=not have, **kw)
-    write_json_atomic(folder / "bench_settings.json", {"make_trainer": kw})
+    write_json_atomic(folder / "bench_settings.json", {"make_trainer": kw, "settings": key})
     recs = []
     for ev in tr.run():
         if ev.kind == "epoch":
@@ -307,7 +327,7 @@ def decode_maps(tool: str, folder: Path, epoch: int, zpts: np.ndarray, args,
 
 def evaluate_epoch(tool: str, folder: Path, epoch: int, truth: Truth, args, bin_,
                    with_fsc: bool) -> dict:
-    from napari_cryodrgn.analysis.fsc import fsc_auc
+    from napari_cryodrgn.analysis.fsc import dfsc_auc, fsc_auc
     from napari_cryodrgn.analysis.metrics import conformation_r2, junk_auc, state_accuracy
     from napari_cryodrgn.training.checkpoint import load_z
 
@@ -328,10 +348,7 @@ def evaluate_epoch(tool: str, folder: Path, epoch: int, truth: Truth, args, bin_
             per = [fsc_auc(m, t) for m, t in zip(maps, truth.maps, strict=True)]
             out["fsc_auc"] = float(np.mean(per))
             out["fsc_auc_per_map"] = per
-            # Heterogeneity alone: each map minus the mean of its set, decoded against true.
-            dm, tm = np.mean(maps, 0), np.mean(truth.maps, 0)
-            out["fsc_auc_delta"] = float(np.mean([
-                fsc_auc(m - dm, t - tm) for m, t in zip(maps, truth.maps, strict=True)]))
+            out["fsc_auc_delta"] = dfsc_auc(maps, truth.maps)  # the moving part alone
         except Exception as e:  # noqa: BLE001
             out["fsc_auc"] = None
             out["fsc_auc_error"] = f"{type(e).__name__}: {e}"

@@ -76,18 +76,16 @@ def parse_args(argv=None):
 
 def _mean_scores(maps, refs) -> dict:
     """Mean of :func:`map_score` over pairs, and dFSC-AUC (each set minus its mean)."""
-    from napari_cryodrgn.analysis.fsc import fsc_auc, map_score
+    from napari_cryodrgn.analysis.fsc import dfsc_auc, map_score
 
     scores = [map_score(m, r) for m, r in zip(maps, refs, strict=True)]
-    dm, dr = np.mean(maps, 0), np.mean(refs, 0)
 
     def mean(key):
         vals = [getattr(s, key) for s in scores]
         vals = [0.5 if v is None else v for v in vals]  # never below: Nyquist
         return float(np.mean(vals))
 
-    return {"fsc_auc": mean("fsc_auc"), "dfsc_auc": float(np.mean(
-                [fsc_auc(m - dm, r - dr) for m, r in zip(maps, refs, strict=True)])),
+    return {"fsc_auc": mean("fsc_auc"), "dfsc_auc": dfsc_auc(maps, refs),
             "fsc05": mean("f05"), "fsc0143": mean("f0143"), "rsc": mean("rsc"),
             "fsc_auc_per_map": [s.fsc_auc for s in scores]}
 

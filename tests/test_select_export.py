@@ -302,3 +302,19 @@ def test_isolated_island_finds_the_group_apart():
     assert isl.isolation > 5
     with pytest.raises(InputError, match="no separate group to lasso"):
         isolated_island(main_a)
+
+
+def test_worst_fit_island_is_the_one_the_model_cannot_explain():
+    from napari_cryodrgn.analysis.filtering import isolated_island, worst_fit_island
+
+    rng = np.random.default_rng(1)
+    near = rng.normal([0, 0], 1.0, (900, 2))  # junk, close to the main body
+    body = rng.normal([8, 0], 1.0, (3000, 2))
+    far = rng.normal([40, 0], 1.0, (3000, 2))  # a state far from everything
+    xy = np.concatenate([near, body, far])
+    loss = np.concatenate([rng.normal(4.0, 0.2, 900), rng.normal(1.0, 0.05, 6000)])
+    assert isolated_island(xy).mask[3900:].mean() > 0.95  # isolation alone: the far state
+    isl = worst_fit_island(xy, loss)
+    assert isl.mask[:900].mean() > 0.95 and not isl.mask[900:].any()
+    with pytest.raises(InputError, match="one loss per point"):
+        worst_fit_island(xy, loss[:10])

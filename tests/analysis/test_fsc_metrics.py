@@ -60,3 +60,16 @@ def test_latent_metrics_on_synthetic_latents():
     noise = rng.normal(size=(n, 3))
     assert conformation_r2(noise, conf) < 0.1
     assert state_accuracy(noise, state) < 0.65
+
+
+def test_dfsc_scores_the_moving_part_only():
+    from napari_cryodrgn.analysis.fsc import dfsc_auc
+
+    body = _blob(32, (0, 0, 0), 4.0)
+    refs = [body + _blob(32, (x, 4, 0), 1.5) for x in (-3, 0, 3)]
+    assert dfsc_auc(refs, refs) == pytest.approx(14 / 32)
+    mean = np.mean(refs, 0)
+    assert dfsc_auc([mean] * 3, refs) == pytest.approx(0.0, abs=1e-6)  # no heterogeneity
+    assert dfsc_auc(refs[::-1], refs) < 0  # the motion backwards scores badly
+    with pytest.raises(ValueError, match="two or more"):
+        dfsc_auc([mean], [mean])

@@ -2,9 +2,9 @@
 
 Dataset (stated budget): 8000 particles, D=32 (192 A box, 6 A pixels), SNR 3, CTF with 1-3 um
 defocus, 15% junk, seed 4; network 128 x 2 for encoder and decoder, zdim 8, batch 8, lr 1e-3,
-encoder input turned to a canonical in-plane angle (the default), 12 epochs, seed 0: about
-2 minutes on 2 CPU cores (8.8 s/epoch). test_recovery scores it against the truth;
-test_junk_filter lassos its junk and trains again on the rest (about 2 more minutes).
+the defaults otherwise, 12 epochs, seed 0: about 2 minutes on 2 CPU cores (7 s/epoch).
+test_recovery scores it against the truth; test_junk_filter lassos its junk and trains again
+on the rest (about 2 more minutes).
 """
 
 from dataclasses import dataclass

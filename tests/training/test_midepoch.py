@@ -28,7 +28,7 @@ def _same(a, b):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("shuffle", [{}, {"shuffler_size": 48}])
+@pytest.mark.parametrize("shuffle", [{}, {"shuffler_size": 48}, {"ema": 0.95}])
 def test_stop_inside_an_epoch_then_resume_is_exact(tiny_dataset, tmp_path, shuffle):
     ref = tmp_path / "ref"
     for _ in _trainer(tiny_dataset, ref, **shuffle).run():

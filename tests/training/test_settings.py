@@ -39,6 +39,8 @@ BEFORE = {
     ("--no-enc-inplane",): (True, False, "_StoreFalseAction", None, None),
     ("--refine-steps",): (0, False, "_StoreAction", None, "int"),
     ("--refine-step",): (0.5, False, "_StoreAction", None, "float"),
+    ("--robust",): (0.25, False, "_StoreAction", None, "float"),
+    ("--ema",): (0.995, False, "_StoreAction", None, "float"),
     ("--pe-type",): ("gaussian", False, "_StoreAction",
                      ["gaussian", "geom_lowf", "geom_ft", "geom_full", "geom_nohighf",
                       "linear_lowf"], None),

@@ -5,8 +5,10 @@ import yaml
 
 from napari_cryodrgn.errors import InputError, TrainingDiverged
 from napari_cryodrgn.io.safepickle import load_pickles
+from napari_cryodrgn.model.load import load_run
 from napari_cryodrgn.training.api import make_trainer
 from napari_cryodrgn.training.checkpoint import load_weights, load_z
+from napari_cryodrgn.training.trainer import TRAIN_STATE
 
 NET = dict(qdim=32, qlayers=1, pdim=32, players=1, batch_size=16, precision="fp32")
 
@@ -41,19 +43,39 @@ def test_run_folder_has_cryodrgn_layout(tiny_dataset, tmp_path):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*tmp*"))
 
 
-def test_resume_is_exact(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("kw", [{}, {"ema": 0.9}])
+def test_resume_is_exact(tiny_dataset, tmp_path, kw):
     a = tmp_path / "a"
-    _drain(_trainer(tiny_dataset, a, num_epochs=3))
+    _drain(_trainer(tiny_dataset, a, num_epochs=3, **kw))
     b = tmp_path / "b"
-    _drain(_trainer(tiny_dataset, b, num_epochs=1))
-    _drain(_trainer(tiny_dataset, b, num_epochs=3, load="latest"))
+    _drain(_trainer(tiny_dataset, b, num_epochs=1, **kw))
+    _drain(_trainer(tiny_dataset, b, num_epochs=3, load="latest", **kw))
     za, _ = load_z(a / "z.3.pkl")
     zb, _ = load_z(b / "z.3.pkl")
     np.testing.assert_array_equal(za, zb)
-    wa = load_weights(a / "weights.3.pkl")["model_state_dict"]
-    wb = load_weights(b / "weights.3.pkl")["model_state_dict"]
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
+    ca, cb = load_weights(a / "weights.3.pkl"), load_weights(b / "weights.3.pkl")
+    keys = ["model_state_dict"] + ([TRAIN_STATE] if kw else [])
+    assert (TRAIN_STATE in ca) == bool(kw)
+    for key in keys:
+        for k in ca[key]:
+            assert torch.equal(ca[key][k], cb[key][k]), (key, k)
+
+
+def test_weight_average_is_what_checkpoints_save_and_encode_with(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    tr = _trainer(tiny_dataset, out, ema=0.9)
+    _drain(tr)
+    ck = load_weights(out / "weights.2.pkl")
+    avg, last = ck["model_state_dict"], ck[TRAIN_STATE]
+    w = "encoder.main.0.weight"
+    assert not torch.equal(avg[w], last[w])  # the average lags the last step
+    for k, v in tr.ema.module.state_dict().items():
+        assert torch.equal(avg[k], v), k
+    z, _ = load_z(out / "z.2.pkl")
+    np.testing.assert_allclose(z, tr.encode_all()[0], rtol=0, atol=1e-6)
+    loaded = load_run(out, epoch=2).model.state_dict()  # what the analyses decode with
+    for k, v in loaded.items():
+        assert torch.equal(avg[k], v), k
 
 
 def test_cancel_keeps_last_checkpoint(tiny_dataset, tmp_path):
@@ -119,8 +141,26 @@ def test_loss_decreases_on_clean_data(tiny_dataset, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [{"lr": "1e-3"}, {"num_epochs": 0}, {"batch_size": 2.5},
-                                {"wd": -1.0}, {"lr": 0.0}])
+                                {"wd": -1.0}, {"lr": 0.0}, {"ema": 1.0}])
 def test_bad_settings_are_refused_clearly(tiny_dataset, tmp_path, kw):
     with pytest.raises(InputError, match="is invalid"):
         _trainer(tiny_dataset, tmp_path / "r", **kw)
     assert not (tmp_path / "r").exists()
+
+
+def test_outlier_weights_cap_the_pull_of_unexplained_images():
+    from napari_cryodrgn.training.trainer import outlier_weights
+
+    per = torch.tensor([1.0, 1.1, 0.9, 1.0, 3.0])  # the last image: 2 above the median
+    power = torch.tensor([0.5, 0.4, 0.6, 0.5, 0.5])  # median 0.5
+    w = outlier_weights(per, power, 0.5)  # cap: 0.25 above the median
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 1.0, 0.25 / 2.0]))
+    assert outlier_weights(per, power, 4.0).eq(1).all()  # a cap above every excess: no-op
+
+
+def test_weight_average_spans_at_most_a_quarter_of_an_epoch():
+    from napari_cryodrgn.training.trainer import ema_decay
+
+    assert ema_decay(0.995, 1000) == 0.995  # 1000 batches an epoch: as asked
+    assert ema_decay(0.995, 400) == pytest.approx(0.99)  # the last 100 batches
+    assert ema_decay(0.995, 8) == 0.5 and ema_decay(0.995, 3) == 0.0  # tiny: the last weights

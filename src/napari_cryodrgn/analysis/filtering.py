@@ -101,7 +101,24 @@ def isolated_island(xy, eps_frac: float = 0.02, min_samples: int = 10,
     belong to none); among the islands holding at least ``min_frac`` of the points, pick the
     one whose nearest point of any other island is farthest away (ties: the smaller island).
     The polygon is the island's convex hull pushed out by ``eps`` from its centre, as a lasso
-    drawn just outside it. On a UMAP of a run with a junk population, this is the junk."""
+    drawn just outside it."""
+    return _pick_island(xy, None, eps_frac, min_samples, min_frac)
+
+
+def worst_fit_island(xy, loss, eps_frac: float = 0.02, min_samples: int = 10,
+                     min_frac: float = 0.05) -> Island:
+    """The sizeable island of a 2D embedding whose particles the model explains worst: the
+    islands as in :func:`isolated_island`, picking the one with the highest median of
+    ``loss`` (N,), the per-particle reconstruction error the explorer colours by
+    (:func:`.particle_loss.particle_losses`). What a user does to find junk: colour the UMAP
+    by loss and lasso the island that lights up. Ties: the smaller island."""
+    loss = np.asarray(loss, np.float64)
+    if loss.shape != (len(xy),):
+        raise InputError(f"expected one loss per point ({len(xy)}), got shape {loss.shape}")
+    return _pick_island(xy, loss, eps_frac, min_samples, min_frac)
+
+
+def _pick_island(xy, loss, eps_frac: float, min_samples: int, min_frac: float) -> Island:
     from scipy.spatial import ConvexHull, cKDTree
     from sklearn.cluster import DBSCAN
 
@@ -121,7 +138,7 @@ def isolated_island(xy, eps_frac: float = 0.02, min_samples: int = 10,
     for i, c in big:
         others = xy[(lab >= 0) & (lab != i)]
         gap = float(cKDTree(xy[lab == i]).query(others, k=1)[0].min())
-        key = (-gap, c)
+        key = (-gap if loss is None else -float(np.median(loss[lab == i])), c)
         if best is None or key < best[0]:
             best = (key, i, gap)
     _, island, gap = best

@@ -34,6 +34,18 @@ def fsc_auc(vol1: np.ndarray, vol2: np.ndarray) -> float:
     return _auc(*fsc(vol1, vol2))
 
 
+def dfsc_auc(maps, refs) -> float:
+    """Mean FSC-AUC of the moving part: each of ``maps`` minus their mean against the matching
+    one of ``refs`` minus theirs. Density that every map shares scores nothing, so one
+    consensus map repeated scores 0 however sharp it is."""
+    maps = [np.asarray(m, np.float64) for m in maps]
+    refs = [np.asarray(r, np.float64) for r in refs]
+    if len(maps) != len(refs) or len(maps) < 2:
+        raise ValueError(f"dFSC needs two or more map pairs, got {len(maps)} and {len(refs)}")
+    dm, dr = np.mean(maps, 0), np.mean(refs, 0)
+    return float(np.mean([fsc_auc(m - dm, r - dr) for m, r in zip(maps, refs, strict=True)]))
+
+
 def _auc(freq: np.ndarray, curve: np.ndarray) -> float:
     return float(np.trapezoid(curve[1:], freq[1:]))
 

@@ -78,6 +78,18 @@ class DistContext:
         torch.distributed.all_gather(parts, pad)
         return np.concatenate([p[:c].cpu().numpy() for p, c in zip(parts, counts, strict=True)])
 
+    def gather_batch(self, t: torch.Tensor, rows: int) -> torch.Tensor:
+        """Every rank's ``t`` (1D: one value per image of its part of a global batch, at most
+        ``rows``), padded with NaN to ``rows`` and concatenated in rank order (no gradient):
+        batch statistics over the whole global batch take ``nanmedian`` of it."""
+        if not self.distributed:
+            return t.detach()
+        pad = torch.full((rows,), float("nan"), dtype=t.dtype, device=t.device)
+        pad[: t.shape[0]] = t.detach()
+        parts = [torch.empty_like(pad) for _ in range(self.world)]
+        torch.distributed.all_gather(parts, pad)
+        return torch.cat(parts)
+
     def barrier(self) -> None:
         if self.distributed:
             torch.distributed.barrier()

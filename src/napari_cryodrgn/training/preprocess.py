@@ -11,6 +11,9 @@ from ..geometry.lattice import Lattice, translate_ht
 from ..geometry.transforms import ht2_center, symmetrize_ht
 from ..geometry.window import window_mask
 
+#: the band (cycles/pixel) in which --robust compares the errors of images: a quarter of Nyquist
+LOW_BAND = 0.125
+
 
 class Preprocessor:
     """Turns raw particle images into the masked Hartley vectors the model trains on.
@@ -39,6 +42,9 @@ class Preprocessor:
         self.n = len(self.order)
         self.k = lat.freqs2d[self.order]  # (N, 2) cycles/pixel
         self.coords_half = lat.coords[half] / lat.extent / 2  # (Nh, 3)
+        # the points up to a quarter of Nyquist, where a particle's signal stands well above
+        # the noise: the outlier weights of --robust compare errors there
+        self.low_band = torch.nonzero(self.k.norm(dim=1) <= LOW_BAND).squeeze(1)
         # Encoder input: the masked points in flat lattice order (cryoDRGN's layout).
         enc_radius = D_img // 2 if enc_radius in (None, -2) else enc_radius
         if enc_radius == -1:

@@ -46,7 +46,8 @@ class Spec:
     (a folder to write) or dict. ``part``: where it goes (input: read by the data loader and
     recorded in dataset_args; model: ModelArgs / model_args; train: TrainConfig / train_args;
     process: how this process runs, not recorded). ``min``/``above``: inclusive/exclusive lower
-    bound. ``auto``: what ``None`` means (None is allowed only then, or for optional files).
+    bound; ``below``: exclusive upper bound. ``auto``: what ``None`` means (None is allowed only
+    then, or for optional files).
     ``none_alias``: a value read as ``None`` (enc_mask -2). ``cli_required``: the CLI insists
     (the GUI has its own default). ``gui``: widget options (max, step, decimals, choices,
     filter, placeholder, auto_text). For a bool, the flag stores the opposite of the default.
@@ -61,6 +62,7 @@ class Spec:
     choices: tuple = ()
     min: float | None = None
     above: float | None = None
+    below: float | None = None
     auto: str | None = None
     none_alias: Any = None
     cli_required: bool = False
@@ -170,6 +172,16 @@ class TrainSettings:
     refine_step: float = _s(0.5, "latent step length", "float", "train",
                             flags=("--refine-step",), label="Latent refine step", min=0.0,
                             gui={"max": 100.0, "step": 0.05, "decimals": 3})
+    robust: float = _s(0.25, "weigh down images (junk) whose error up to Nyquist/4 exceeds "
+                       "the batch median by more than this part of the model images' power "
+                       "there (0: off, as cryoDRGN)", "float", "train",
+                       flags=("--robust",), label="Outlier excess cap", min=0.0,
+                       gui={"max": 100.0, "step": 0.05, "decimals": 3})
+    ema: float = _s(0.995, "decay per batch of the moving average of the weights that "
+                    "checkpoints save and z is encoded with; it spans at most a quarter of an "
+                    "epoch (0: off, the last weights, as cryoDRGN)",
+                    "float", "train", flags=("--ema",), label="Weight average decay", min=0.0,
+                    below=1.0, gui={"max": 0.99999, "step": 0.0005, "decimals": 5})
     # -- data ------------------------------------------------------------------------------------
     ind: str | None = _s(None, "index .pkl selecting particles", "file", "input",
                          flags=("--ind",), label="Index (subset)",
@@ -291,6 +303,8 @@ def _expected(spec: Spec) -> str:
     elif spec.kind == "float":
         what = (f"a number > {spec.above:g}" if spec.above is not None
                 else f"a number >= {spec.min:g}" if spec.min is not None else "a number")
+        if spec.below is not None:
+            what += f" and < {spec.below:g}"
     else:
         what = "text"
     if spec.auto is not None:
@@ -325,7 +339,8 @@ def check_value(name: str, value, spec: Spec | None = None):
         ok = isinstance(value, dict)
     if ok and k in ("int", "float"):
         ok = ((spec.min is None or value >= spec.min)
-              and (spec.above is None or value > spec.above) and value == value)
+              and (spec.above is None or value > spec.above)
+              and (spec.below is None or value < spec.below) and value == value)
     if ok and spec.choices:
         ok = value in spec.choices
     if not ok:
@@ -490,6 +505,8 @@ class TrainConfig:
     dataset_args: dict = field(default_factory=dict)
     refine_steps: int = default("refine_steps")
     refine_step: float = default("refine_step")
+    ema: float = default("ema")
+    robust: float = default("robust")
     log_interval_s: float = default("log_interval_s")
     eval_batch_size: int = default("eval_batch_size")
     lineage: dict | None = default("lineage")

@@ -108,15 +108,45 @@ def refine_latent(model: HetVAE, prep: Preprocessor, y, c, coords, z, steps: int
     return z + (zr - z).detach()
 
 
-def recon_error(model: HetVAE, y, c, coords, z) -> torch.Tensor:
+def outlier_weights(err: torch.Tensor, power: torch.Tensor, c: float,
+                    gather=None) -> torch.Tensor:
+    """Per-image weights (B,) from the reconstruction errors ``err`` (B,) in a low band
+    (:data:`.preprocess.LOW_BAND`): an image whose error exceeds the batch median by
+    ``excess`` more than ``c`` times the median power of the model's images there ``power``
+    (B,) gets ``c * power / excess``, the others 1. Junk, which the model cannot explain,
+    exceeds the median by about half the signal power there, while noise moves a particle's
+    error by a few percent of it even at SNR 0.1 (D=64: junk 0.47, particles' spread 0.05);
+    so junk pulls on the networks no harder than an image with an excess of ``c``.
+    ``gather`` (several ranks): takes the medians over the whole global batch
+    (:meth:`.distributed.DistContext.gather_batch`), so that the weights do not depend on
+    the number of ranks."""
+    p, pw = err.detach().float(), power.detach().float()
+    if gather is not None:
+        p_all, pw_all = gather(p), gather(pw)
+    else:
+        p_all, pw_all = p, pw
+    excess = p - p_all.nanmedian()
+    cap = c * pw_all.nanmedian()
+    return torch.where(excess > cap, cap / excess.clamp_min(1e-30), torch.ones_like(p))
+
+
+def recon_error(model: HetVAE, y, c, coords, z, band: torch.Tensor | None = None):
     """Per-image reconstruction error (B,): the mean squared difference over the masked
     lattice points between ``y`` and the decoder's slice at ``coords`` (the poses) and ``z``,
-    times the CTF ``c`` (None: no CTF). The generative term of :func:`vae_loss`."""
+    times the CTF ``c`` (None: no CTF). The generative term of :func:`vae_loss`. With
+    ``band`` (indices of lattice points), also each image's error and model power (mean
+    square of the model image) over those points: (error, band error, band power), the last
+    two without gradient."""
     h, hm = model.decoder.hartley_pair(coords, z)
     recon = torch.cat([h, hm], 1).float()
     if c is not None:
         recon = recon * c
-    return (recon - y).pow(2).mean(1)
+    diff = recon - y
+    per = diff.pow(2).mean(1)
+    if band is None:
+        return per
+    with torch.no_grad():
+        return per, diff[:, band].pow(2).mean(1), recon[:, band].pow(2).mean(1)
 
 
 def batch_tensors(data: ParticleData, prep: Preprocessor, rows: np.ndarray, rot: torch.Tensor,
@@ -148,7 +178,8 @@ def data_tensors(data: ParticleData):
 
 
 def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen=None,
-             refine_steps: int = 0, refine_step: float = 0.5, eps=None):
+             refine_steps: int = 0, refine_step: float = 0.5, eps=None, robust: float = 0.0,
+             gather=None):
     """Masked Hartley MSE + beta * KL / Npix for one batch. Returns (loss, gen, kld, mu, per).
 
     In training mode z = mu + eps * sigma with ``eps`` given, else drawn from ``gen``."""
@@ -162,15 +193,22 @@ def vae_loss(model: HetVAE, prep: Preprocessor, y, c, enc, rot, beta: float, gen
         z = mu
     if refine_steps and model.training:
         z = refine_latent(model, prep, y, c, coords, z, refine_steps, refine_step)
-    per = recon_error(model, y, c, coords, z)
+    weigh = bool(robust) and model.training
+    per = recon_error(model, y, c, coords, z, band=prep.low_band if weigh else None)
+    if weigh:
+        per, band_err, band_power = per
     gen_loss = per.mean()
     mu32, lv32 = mu.float(), logvar.float()
     kld = torch.mean(-0.5 * torch.sum(1 + lv32 - mu32.pow(2) - lv32.exp(), dim=1))
-    loss = gen_loss + beta * kld / prep.n
+    fit = ((per * outlier_weights(band_err, band_power, robust, gather)).mean() if weigh
+           else gen_loss)
+    loss = fit + beta * kld / prep.n
     return loss, gen_loss, kld, mu, logvar, per
 
 
 SIGTERM_STOP = "stopped on SIGTERM"
+#: checkpoint key of the trained weights when ``model_state_dict`` holds their average
+TRAIN_STATE = "train_state_dict"
 
 
 class _Tally:
@@ -202,14 +240,16 @@ class _LossModule(torch.nn.Module):
     """The training loss as a module's forward, so that DistributedDataParallel can wrap it
     (DDP prepares its gradient all-reduce in ``forward``)."""
 
-    def __init__(self, model: HetVAE, prep: Preprocessor):
+    def __init__(self, model: HetVAE, prep: Preprocessor, gather=None):
         super().__init__()
         self.model = model
         self.prep = prep
+        self.gather = gather  # batch statistics over all ranks (see outlier_weights)
 
-    def forward(self, y, c, enc, rot, beta, eps, refine_steps, refine_step):
+    def forward(self, y, c, enc, rot, beta, eps, refine_steps, refine_step, robust):
         return vae_loss(self.model, self.prep, y, c, enc, rot, beta, eps=eps,
-                        refine_steps=refine_steps, refine_step=refine_step)
+                        refine_steps=refine_steps, refine_step=refine_step, robust=robust,
+                        gather=self.gather)
 
 
 def resolve_shuffle(shuffler_size: int | None, n: int, D: int) -> tuple[int, int]:
@@ -274,6 +314,9 @@ class Trainer:
                              f"(--enc-mask <= {D // 2})")
         self.model = HetVAE(D + 1, self.prep.enc_in_dim, margs).to(self.device)
         self.optim = _adam(self.model, cfg, self.device)
+        batches = math.ceil(data.n / (cfg.batch_size * self.ctx.world))
+        self.ema_decay = ema_decay(cfg.ema, batches)
+        self.ema = _weight_average(self.model, self.ema_decay) if cfg.ema else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.precision == "fp16"
                        and self.device.type == "cuda" else None)
         gen_device = self.device if self.device.type in ("cpu", "cuda") else "cpu"
@@ -288,7 +331,11 @@ class Trainer:
         if self.device.type == "cuda":
             tables = tuple(None if t is None else t.to(self.device) for t in tables)
         self.rot, self.trans, self.ctf = tables
-        self._forward = _LossModule(self.model, self.prep)
+        gather = None
+        if self.ctx.distributed:
+            def gather(t, rows=cfg.batch_size, ctx=self.ctx):
+                return ctx.gather_batch(t, rows)
+        self._forward = _LossModule(self.model, self.prep, gather)
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -329,7 +376,10 @@ class Trainer:
             kind = "mid-epoch" if path.name == INPROGRESS else "epoch"
         ckpt = load_weights(path, map_location=self.device)
         try:
-            self.model.load_state_dict(ckpt["model_state_dict"])
+            self.model.load_state_dict(ckpt.get(TRAIN_STATE) or ckpt["model_state_dict"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(ckpt["model_state_dict"])
+                self.ema.n_averaged.fill_(1)  # continue the average, do not restart it
         except RuntimeError as e:
             raise InputError(f"{path}: checkpoint does not match this model ({e})") from None
         if ckpt.get("optimizer_state_dict"):
@@ -370,11 +420,26 @@ class Trainer:
         a, b = plan.rank_span(j, self.ctx.rank, self.ctx.world)
         return e[a:b].to(self.device, non_blocking=True)
 
+    @property
+    def averaged(self) -> HetVAE:
+        """The network checkpoints save and every particle is encoded with: the moving average
+        of the weights with ``--ema``, else the last weights."""
+        return self.model if self.ema is None else self.ema.module
+
+    def _weights(self) -> dict:
+        """The checkpoint's weights: ``model_state_dict`` (what cryoDRGN and the analyses
+        read: :attr:`averaged`) and, with ``--ema``, the trained weights to resume from."""
+        out = {"model_state_dict": self.averaged.state_dict()}
+        if self.ema is not None:
+            out[TRAIN_STATE] = self.model.state_dict()
+        return out
+
     @torch.no_grad()
     def encode_all(self) -> tuple[np.ndarray, np.ndarray]:
-        """z_mu and z_logvar of every particle with the current encoder (eval mode); under
+        """z_mu and z_logvar of every particle with :attr:`averaged` (eval mode); under
         DDP each rank encodes a contiguous block and every rank receives all of them."""
-        self.model.eval()
+        model = self.averaged
+        model.eval()
         n, rank, world = self.data.n, self.ctx.rank, self.ctx.world
         rows = np.arange(rank * n // world, (rank + 1) * n // world)
         plan = EpochPlan.sequential(rows, self.cfg.eval_batch_size)
@@ -384,10 +449,10 @@ class Trainer:
             y, c, enc, rot = self._batch_tensors(r, imgs)
             with autocast_context(self.device, self.precision):
                 coords = self.prep.coords_half @ rot
-                mu, lv = self.model.encode(encoder_input(self.model, self.prep, y, c, enc, coords))
+                mu, lv = model.encode(encoder_input(model, self.prep, y, c, enc, coords))
             mus.append(mu.float().cpu().numpy())
             lvs.append(lv.float().cpu().numpy())
-        self.model.train()
+        model.train()
         return self.ctx.gather_rows(np.concatenate(mus)), self.ctx.gather_rows(np.concatenate(lvs))
 
     def write_config(self) -> None:
@@ -431,7 +496,8 @@ class Trainer:
         eps = self._eps(epoch, plan, j)
         with autocast_context(self.device, self.precision):
             loss, gen_loss, kld, *_ = self._forward(y, c, enc, rot, self.beta, eps,
-                                                    cfg.refine_steps, cfg.refine_step)
+                                                    cfg.refine_steps, cfg.refine_step,
+                                                    cfg.robust)
         b = len(rows)
         # the gradient of the global batch's mean loss: DDP averages over ranks
         scale = b * self.ctx.world / plan.global_size(j)
@@ -443,6 +509,8 @@ class Trainer:
         else:
             (loss * scale).backward()
             self.optim.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         due = (self.cfg.checkpoint_minutes > 0 and time.monotonic() - self._last_save
                >= 60 * self.cfg.checkpoint_minutes)
         flags = torch.tensor([b, self._stop_reason is not None, self._ckpt_asked or due,
@@ -460,7 +528,7 @@ class Trainer:
             "epoch": int(epoch), "next_batch": int(next_batch), "done": int(done),
             "sums": [float(v) for v in sums], "world": self.ctx.world,
             "global_batch": self.global_batch, "window": self.window, "chunk": self.chunk,
-            "model_state_dict": self.model.state_dict(),
+            **self._weights(),
             "optimizer_state_dict": self.optim.state_dict(),
             "scaler_state_dict": None if self.scaler is None else self.scaler.state_dict(),
         })
@@ -496,8 +564,9 @@ class Trainer:
         where = f"device={self.device}"
         if self.ctx.distributed:
             where = f"{self.ctx.world} processes ({self.ctx.backend}), rank 0 on {self.device}"
+        avg = f", weight average decay {self.ema_decay:.4g}" if self.ema is not None else ""
         self._log(f"start: {n} particles, D={self.data.D}, {where}, "
-                  f"precision={self.precision}, epochs {self.start_epoch}..{cfg.num_epochs}")
+                  f"precision={self.precision}{avg}, epochs {self.start_epoch}..{cfg.num_epochs}")
         yield Progress("start", self.start_epoch, cfg.num_epochs, 0, n,
                        message=f"{where}, precision {self.precision}")
         if self.start_epoch > cfg.num_epochs:
@@ -577,7 +646,8 @@ class Trainer:
             if epoch_ckpt or stop:
                 mu, lv = self.encode_all()
                 if self.ctx.is_main:
-                    save_checkpoint(self.outdir, epoch, self.model, self.optim, mu, lv)
+                    save_checkpoint(self.outdir, epoch, self.averaged, self.optim, mu, lv,
+                                    self._weights())
                     remove_inprogress(self.outdir)
                 self._last_save = time.monotonic()
                 yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
@@ -594,6 +664,21 @@ class Trainer:
         self._log(f"done in {total:.1f} s")
         yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
                        images_per_s=images_run / max(total, 1e-9), message=str(self.outdir))
+
+
+def ema_decay(decay: float, batches_per_epoch: int) -> float:
+    """The per-batch decay of the weight average: ``decay`` (``--ema``), lowered so that the
+    average spans at most the last quarter of an epoch (at most ``1 - 4 / batches``): a
+    checkpoint then holds the network of its own epoch, however small the dataset."""
+    return max(0.0, min(float(decay), 1.0 - 4.0 / max(int(batches_per_epoch), 1)))
+
+
+def _weight_average(model: HetVAE, decay: float):
+    """The exponential moving average of ``model``'s weights (``decay`` per batch), torch's
+    :class:`~torch.optim.swa_utils.AveragedModel`."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _adam(model, cfg: TrainConfig, device: torch.device) -> torch.optim.Adam:
