@@ -196,9 +196,9 @@ def train_ours(data: dict, folder: Path, args, kw: dict) -> dict:
     key = run_key(args.zdim, kw)
     stored = read_json(folder / "bench_settings.json", {}).get("settings")
     if have and stored != key:
-        changed = sorted(k for k in key if (stored or {}).get(k, "?") != key[k])
-        print(f"ours: {folder.name} was trained with other settings (defaults changed: "
-              f"{', '.join(changed) or 'not recorded'}); training it afresh")
+        why = ("its settings were not recorded" if stored is None else "it was trained with "
+               "other " + ", ".join(sorted(k for k in key if stored.get(k, "?") != key[k])))
+        print(f"ours: {folder.name}: {why}; training it afresh")
         shutil.rmtree(folder)
         have = []
     if have and max(have) >= args.epochs:
