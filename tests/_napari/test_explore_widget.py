@@ -53,8 +53,11 @@ def _assert_surface_of(layer, vol, level):
     verts, faces = layer.data[0], layer.data[1]
     assert len(faces) > 100 and verts.min() >= 0 and verts.max() <= vol.shape[0] - 1
     off = np.abs(map_coordinates(vol, verts.T, order=1, mode="nearest") - level) / np.ptp(vol)
-    # vertices lie on voxel edges (exact); Lewiner's marching cubes adds a few inside cubes
-    assert np.median(off) < 1e-5 and off.max() < 0.02, (np.median(off), off.max())
+    # vertices lie on voxel edges (exact); Lewiner's marching cubes adds a few inside cubes,
+    # where trilinear sampling departs from the level by up to a few percent of the range
+    q99 = np.quantile(off, 0.99)
+    assert np.median(off) < 1e-5 and q99 < 0.01 and off.max() < 0.05, (np.median(off), q99,
+                                                                        off.max())
 
 
 def test_click_shows_the_decoders_map_at_that_point(viewer, qtbot, explore):

@@ -59,17 +59,18 @@ def test_mean_is_the_trainers_eval_loss(run):
     assert losses.shape == (100,) and losses.dtype == np.float32
     assert np.all(np.isfinite(losses)) and np.all(losses > 0)
     assert seen == [(32, 100), (64, 100), (96, 100), (100, 100)]
-    # independently: the trainer of this run at its last checkpoint, eval mode, z = mu
+    # independently: the trainer of this run at its last checkpoint (the weights it saves and
+    # encodes with: the moving average), eval mode, z = mu
     tr = resume_trainer(run)
     assert tr.start_epoch == 3
-    tr.model.eval()
+    model = tr.averaged.eval()
     z_stored, _ = load_z(run / "z.2.pkl")
     gens, pers, mus = [], [], []
     with torch.no_grad():
         for s in range(0, tr.data.n, 40):
             rows = np.arange(s, min(s + 40, tr.data.n))
             y, c, enc, rot = tr._batch_tensors(rows)
-            _, gen, _, mu, _, per = vae_loss(tr.model, tr.prep, y, c, enc, rot, tr.beta)
+            _, gen, _, mu, _, per = vae_loss(model, tr.prep, y, c, enc, rot, tr.beta)
             gens.append(gen.item() * len(rows))
             pers.append(per.numpy())
             mus.append(mu.numpy())
