@@ -61,11 +61,11 @@ def posterior_scores(data: dict, sample: int, grid: int) -> dict:
     blobs = [ph.batch_blobs(np.array([c]), np.array([s]), cfg.D) for c, s in hyp]
     sigma = ph.sigma(cfg.D)
     loglik = np.empty((len(rows), len(hyp)))
+    B = len(rows)
+    shift = -meta["trans"][rows].astype(np.float64) * cfg.D  # pixels off-centre
     for k, (pos, w) in enumerate(blobs):
-        B = len(rows)
         P = torch.from_numpy(np.repeat(pos.astype(np.float32), B, 0))
         W = np.repeat(w, B, 0)
-        shift = -meta["trans"][rows].astype(np.float64) * cfg.D
         clean = apply_ctf(project_blobs(P, W, meta["rot"][rows], shift, cfg.D, sigma),
                           meta["ctf"][rows]).numpy()
         r = imgs + clean  # stored = -clean + noise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -333,10 +334,9 @@ class Trainer:
         if self.device.type == "cuda":
             tables = tuple(None if t is None else t.to(self.device) for t in tables)
         self.rot, self.trans, self.ctf = tables
-        gather = None
-        if self.ctx.distributed:
-            def gather(t, rows=cfg.batch_size, ctx=self.ctx):
-                return ctx.gather_batch(t, rows)
+        # --robust's batch medians over every rank's images (a rank holds at most batch_size)
+        gather = (functools.partial(self.ctx.gather_batch, rows=cfg.batch_size)
+                  if self.ctx.distributed else None)
         self._forward = _LossModule(self.model, self.prep, gather)
         if self.ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -428,13 +428,10 @@ class Trainer:
         of the weights with ``--ema``, else the last weights."""
         return self.model if self.ema is None else self.ema.module
 
-    def _weights(self) -> dict:
-        """The checkpoint's weights: ``model_state_dict`` (what cryoDRGN and the analyses
-        read: :attr:`averaged`) and, with ``--ema``, the trained weights to resume from."""
-        out = {"model_state_dict": self.averaged.state_dict()}
-        if self.ema is not None:
-            out[TRAIN_STATE] = self.model.state_dict()
-        return out
+    def _train_state(self) -> dict:
+        """What a checkpoint holds beside ``model_state_dict`` (:attr:`averaged`, what cryoDRGN
+        and the analyses read): with ``--ema``, the trained weights to resume from."""
+        return {} if self.ema is None else {TRAIN_STATE: self.model.state_dict()}
 
     @torch.no_grad()
     def encode_all(self) -> tuple[np.ndarray, np.ndarray]:
@@ -530,7 +527,7 @@ class Trainer:
             "epoch": int(epoch), "next_batch": int(next_batch), "done": int(done),
             "sums": [float(v) for v in sums], "world": self.ctx.world,
             "global_batch": self.global_batch, "window": self.window, "chunk": self.chunk,
-            **self._weights(),
+            "model_state_dict": self.averaged.state_dict(), **self._train_state(),
             "optimizer_state_dict": self.optim.state_dict(),
             "scaler_state_dict": None if self.scaler is None else self.scaler.state_dict(),
         })
@@ -649,7 +646,7 @@ class Trainer:
                 mu, lv = self.encode_all()
                 if self.ctx.is_main:
                     save_checkpoint(self.outdir, epoch, self.averaged, self.optim, mu, lv,
-                                    self._weights())
+                                    self._train_state())
                     remove_inprogress(self.outdir)
                 self._last_save = time.monotonic()
                 yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
