@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from .errors import InputError, PeerFailed, TrainingDiverged
@@ -265,7 +266,9 @@ particle, in the order of the (indexed) particles, and per-particle losses at z 
 images are preprocessed as the run was trained: window, sign inversion and normalisation from
 its config.yaml (the training std, not re-estimated from the new stack), the encoder's in-plane
 turning and input mode from its model_args. --uninvert-data, --no-window and --window-r replace
-the config's values (with a warning when they differ from it).
+the config's values (with a warning when they differ from it). These are the encoder's z: for
+an epoch whose latents were refined through the decoder (training's last epoch, or refine_z),
+they match z.N.encoder.pkl, not z.N.pkl.
 
 """
 EVAL_IMAGES_OUTPUTS = """\
@@ -477,6 +480,28 @@ def _add_backproject_voxel(sub):
     p.set_defaults(func=cmd_backproject_voxel)
 
 
+def _add_refine_z(sub):
+    p = sub.add_parser(
+        "refine-z", aliases=["refine_z"],
+        help="refine each particle's latent through a trained run's decoder",
+        description="Move each particle's z (an epoch's z.N.pkl, ours or cryoDRGN's) to the "
+        "maximum of its posterior under the epoch's decoder, at its pose and CTF: the "
+        "encoder's z is kept in z.N.encoder.pkl, and z.N.pkl (and z.pkl when it is that "
+        "epoch's copy) then hold the refined z, which every analysis reads. Training does this "
+        "after its last epoch (--z-refine-steps); this command refines a run trained without "
+        "it, stopped early, or an earlier epoch. Refining again starts from the encoder's z. "
+        "Needs the particles, poses and CTF the run was trained on.")
+    p.add_argument("workdir", type=Path, help="training folder")
+    p.add_argument("--epoch", type=int, help="epoch to refine (default: the latest)")
+    p.add_argument("--steps", type=int, default=20, help="Adam steps per particle "
+                   "(default 20)")
+    p.add_argument("-b", "--batch-size", type=int, default=256,
+                   help="images read and processed at a time (default 256)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_refine_z)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-cryodrgn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -490,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_match(sub)
     _add_landscape(sub)
     _add_eval_images(sub)
+    _add_refine_z(sub)
     _add_downsample(sub)
     _add_parse_pose_star(sub)
     _add_parse_ctf_star(sub)
@@ -729,6 +755,30 @@ def cmd_eval_images(args) -> int:
     print(f"{res.n} particles through {res.weights}: mean loss {m['loss']:.6f} "
           f"(reconstruction {m['recon']:.6f}, KLD {m['kld']:.6f}, beta {res.beta:.4g})")
     print(f"wrote z_mu, z_logvar to {z_out}" + (f"; losses to {l_out}" if l_out else ""))
+    return 0
+
+
+def cmd_refine_z(args) -> int:
+    from tqdm import tqdm
+
+    from .training.refine_z import refine_run
+
+    bars = []
+
+    def progress(done, total):
+        if not bars:
+            bars.append(tqdm(total=total, unit="img", desc="refine_z"))
+        bars[0].update(done - bars[0].n)
+
+    t0 = time.perf_counter()
+    try:
+        zfile, how = refine_run(args.workdir, args.epoch, args.steps, args.device,
+                                args.batch_size, None if args.quiet else progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"refined latents ({how}) in {time.perf_counter() - t0:.1f} s: {zfile} (the "
+          f"encoder's: {zfile.with_name(zfile.stem + '.encoder.pkl').name})")
     return 0
 
 

@@ -17,6 +17,7 @@ from napari_cryodrgn.io.poses import load_poses, save_poses
 from napari_cryodrgn.io.safepickle import load_pickle
 from napari_cryodrgn.training.api import make_trainer
 from napari_cryodrgn.training.checkpoint import load_z
+from napari_cryodrgn.training.refine_z import encoder_zfile
 
 N = 120
 SUBSET = np.array([7, 3, 100, 0, 55, 119, 64])  # unsorted: rows follow the index's order
@@ -66,7 +67,7 @@ def test_reproduces_the_runs_latents_every_epoch(run, tiny_dataset):
     for ep in (1, 2):
         res = _eval(tiny_dataset, workdir=run, epoch=ep, batch_size=50,
                     progress=lambda *a: seen.append(a))
-        mu, logvar = load_z(run / f"z.{ep}.pkl")
+        mu, logvar = load_z(encoder_zfile(run, ep))  # the last epoch's z.N.pkl is refined
         assert res.z_mu.shape == (N, 2) and res.z_mu.dtype == np.float32
         np.testing.assert_allclose(res.z_mu, mu, rtol=0, atol=1e-5)
         np.testing.assert_allclose(res.z_logvar, logvar, rtol=0, atol=1e-5)
@@ -83,7 +84,7 @@ def test_residual_encoder_input_with_index(residual_run, tiny_dataset):
     cfg = _config(folder)["model_args"]
     assert cfg["enc_input"] == "residual" and cfg["enc_inplane"] is False
     res = _eval(tiny_dataset, workdir=folder, ind=ind)
-    mu, logvar = load_z(folder / "z.1.pkl")
+    mu, logvar = load_z(encoder_zfile(folder, 1))
     assert res.n == 100
     np.testing.assert_allclose(res.z_mu, mu, rtol=0, atol=1e-5)
     np.testing.assert_allclose(res.z_logvar, logvar, rtol=0, atol=1e-5)
@@ -103,9 +104,12 @@ def test_index_selects_rows_in_its_order(run, tiny_dataset, tmp_path):
 def test_losses_are_particle_loss_and_the_kl_of_z(run, tiny_dataset, tmp_path):
     res = _eval(tiny_dataset, workdir=run, epoch=2)
     copy = shutil.copytree(run, tmp_path / "run")  # particle_losses caches in the run folder
+    # eval_images gives the encoder's z; z.2.pkl holds them refined: the decoder at the
+    # encoder's z is what its losses are
+    shutil.copyfile(encoder_zfile(copy, 2), copy / "z.2.pkl")
     stored = particle_losses(copy, epoch=2, device="cpu")  # decoder at the stored z.2.pkl
     np.testing.assert_allclose(res.recon, stored, rtol=1e-6)
-    mu, lv = (a.astype(np.float64) for a in load_z(run / "z.2.pkl"))
+    mu, lv = (a.astype(np.float64) for a in load_z(encoder_zfile(run, 2)))
     kld = -0.5 * np.sum(1 + lv - mu**2 - np.exp(lv), axis=1)
     np.testing.assert_allclose(res.kld, kld, rtol=1e-5, atol=1e-7)
     assert res.beta == 0.5 and res.n_pix == 196  # 1/zdim; D=16: the disc of radius 8 minus DC

@@ -31,6 +31,7 @@ from napari_cryodrgn.io.index import save_index
 from napari_cryodrgn.io.poses import load_poses, save_poses
 from napari_cryodrgn.io.safepickle import load_pickle
 from napari_cryodrgn.training.checkpoint import load_z
+from napari_cryodrgn.training.refine_z import encoder_zfile
 
 pytestmark = pytest.mark.interop
 
@@ -159,7 +160,7 @@ def test_cryodrgn_on_our_run(setup, interop_data):
     """Without the in-plane turn cryoDRGN's encoder input is ours: it writes our z.1.pkl."""
     mu, logvar, losses = _cryodrgn(setup, "ours:no-inplane")
     folder = setup["ours"]["no-inplane"]
-    ref_mu, ref_lv = load_z(folder / "z.1.pkl")
+    ref_mu, ref_lv = load_z(encoder_zfile(folder, 1))  # z.1.pkl: refined
     scale = max(1.0, float(np.abs(ref_mu).max()))
     np.testing.assert_allclose(mu, ref_mu, rtol=0, atol=Z_ATOL * scale)
     np.testing.assert_allclose(logvar, ref_lv, rtol=0, atol=Z_ATOL * scale)
@@ -173,7 +174,7 @@ def test_cryodrgn_on_our_inplane_run_differs(setup, interop_data):
     its z are not the run's (use our eval_images, or z.N.pkl, for such runs)."""
     mu, _, losses = _cryodrgn(setup, "ours:inplane")
     folder = setup["ours"]["inplane"]
-    ref_mu = load_z(folder / "z.1.pkl")[0]
+    ref_mu = load_z(encoder_zfile(folder, 1))[0]
     d = interop_data
     ours = eval_images(d["particles"], d["poses"], d["ctf"], workdir=folder, device="cpu")
     np.testing.assert_allclose(ours.z_mu, ref_mu, rtol=0, atol=1e-5)

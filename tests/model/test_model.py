@@ -50,6 +50,25 @@ def test_split_first_layer_equals_concatenation():
     torch.testing.assert_close(dec.raw(coords, z), full)
 
 
+@pytest.mark.parametrize("domain", ["fourier", "hartley"])
+def test_decoder_at_fixed_points_equals_full_evaluation(domain):
+    """pair_at(coords) computes the z-free part once; every z then decodes as hartley_pair
+    would from scratch (the latent refinement relies on it)."""
+    dec = small(domain).decoder
+    coords = torch.rand(2, 30, 3) - 0.5
+    pair = dec.pair_at(coords)
+    for _ in range(2):
+        z = torch.randn(2, 3)
+        h, hm = pair(z)
+        feats = dec.pe(torch.cat([coords, -coords], 1), dec.rand_freqs)
+        full = dec.decoder(torch.cat([feats, z[:, None].expand(-1, 60, -1)], -1))
+        if domain == "hartley":
+            torch.testing.assert_close(torch.cat([h, hm], 1), full[..., 0])
+        h2, hm2 = dec.hartley_pair(coords, z)
+        torch.testing.assert_close(h, h2)
+        torch.testing.assert_close(hm, hm2)
+
+
 def test_fourier_decoder_is_hermitian():
     dec = small().decoder
     c = torch.rand(1, 50, 3) - 0.5

@@ -40,6 +40,22 @@ def test_latent_recovers_conformation_state_and_junk(trained):
 
 
 @pytest.mark.slow
+def test_refinement_through_the_decoder_sharpens_the_latent(trained):
+    """z.N.pkl holds the latents refined after the last epoch; the encoder's are in
+    z.N.encoder.pkl. Following the decoder at each particle's pose reads more of the
+    conformation than the encoder does (CI set, 1500 particles: R^2 0.940 -> 0.971)."""
+    truth = Truth.load(trained / "data")
+    enc = latent_scores(load_z(trained / "run" / f"z.{EPOCHS}.encoder.pkl")[0], truth)
+    ref = latent_scores(load_z(trained / "run" / f"z.{EPOCHS}.pkl")[0], truth)
+    print(f"encoder: R^2 {enc.r2:.3f}, state {enc.state_acc:.3f}, junk AUC {enc.junk_auc:.3f}; "
+          f"refined: R^2 {ref.r2:.3f}, state {ref.state_acc:.3f}, junk AUC {ref.junk_auc:.3f}")
+    assert ref.r2 >= enc.r2 + 0.015
+    assert ref.r2 >= 0.95
+    assert ref.state_acc >= enc.state_acc - 0.002
+    assert ref.junk_auc >= 0.95
+
+
+@pytest.mark.slow
 def test_decoded_maps_match_their_own_conformation(trained):
     """Signed FSC: each end's map matches its own true map by a margin over the other end's,
     and the moving part (dFSC over the whole truth grid, where one consensus map scores 0)

@@ -49,9 +49,11 @@ def test_rank_zero_alone_writes_one_whole_folder(runs, tiny_dataset):
     cfg = yaml.safe_load((two / "config.yaml").read_text())
     assert cfg["train_args"]["world_size"] == 2 and cfg["train_args"]["global_batch_size"] == 16
     names = {p.name for p in two.iterdir()}
-    assert names == {"config.yaml", "run.log", "weights.pkl", "z.pkl"} | {
+    assert names == {"config.yaml", "run.log", "weights.pkl", "z.pkl",
+                     f"z.{EPOCHS}.encoder.pkl"} | {
         f"{s}.{e}.pkl" for s in ("weights", "z") for e in range(1, EPOCHS + 1)}
-    # z.pkl holds every particle in the original order: re-encode in one process
+    # the encoder's z holds every particle in the original order: re-encode in one process
+    # (z.pkl holds them refined, each rank a block: equal to one process's, test above)
     from napari_cryodrgn.training.api import make_trainer
 
     tr = make_trainer(tiny_dataset["particles"], tiny_dataset["poses"], two, 2,
@@ -59,7 +61,7 @@ def test_rank_zero_alone_writes_one_whole_folder(runs, tiny_dataset):
                       precision="fp32", load=str(two / f"weights.{EPOCHS}.pkl"),
                       num_epochs=EPOCHS, overwrite=True)
     mu, _ = tr.encode_all()
-    z, _ = load_z(two / "z.pkl")
+    z, _ = load_z(two / f"z.{EPOCHS}.encoder.pkl")
     assert z.shape == (120, 2)
     np.testing.assert_allclose(mu, z, atol=1e-5)
 

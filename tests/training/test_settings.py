@@ -41,6 +41,7 @@ BEFORE = {
     ("--refine-step",): (0.5, False, "_StoreAction", None, "float"),
     ("--robust",): (0.25, False, "_StoreAction", None, "float"),
     ("--ema",): (0.995, False, "_StoreAction", None, "float"),
+    ("--z-refine-steps",): (20, False, "_StoreAction", None, "int"),
     ("--pe-type",): ("gaussian", False, "_StoreAction",
                      ["gaussian", "geom_lowf", "geom_ft", "geom_full", "geom_nohighf",
                       "linear_lowf"], None),

@@ -28,9 +28,11 @@ def test_run_folder_has_cryodrgn_layout(tiny_dataset, tmp_path):
     events = _drain(_trainer(tiny_dataset, out))
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
-    assert kinds.count("epoch") == 2 and kinds.count("checkpoint") == 2
+    # the last epoch's latents are refined (a second checkpoint event with them)
+    assert kinds.count("epoch") == 2 and kinds.count("checkpoint") == 3
+    assert events[-2].kind == "checkpoint" and events[-2].message == "z.2.pkl (refined)"
     for name in ["config.yaml", "weights.1.pkl", "weights.2.pkl", "z.1.pkl", "z.2.pkl",
-                 "weights.pkl", "z.pkl", "run.log"]:
+                 "z.2.encoder.pkl", "weights.pkl", "z.pkl", "run.log"]:
         assert (out / name).exists(), name
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["lattice_args"] == {"D": 17, "extent": 0.5, "ignore_DC": True}
@@ -72,7 +74,7 @@ def test_weight_average_is_what_checkpoints_save_and_encode_with(tiny_dataset, t
     assert not torch.equal(avg[w], last[w])  # the average lags the last step
     for k, v in tr.ema.module.state_dict().items():
         assert torch.equal(avg[k], v), k
-    z, _ = load_z(out / "z.2.pkl")
+    z, _ = load_z(out / "z.2.encoder.pkl")  # z.2.pkl: refined from these
     np.testing.assert_allclose(z, tr.encode_all()[0], rtol=0, atol=1e-6)
     loaded = load_run(out, epoch=2).model.state_dict()  # what the analyses decode with
     for k, v in loaded.items():

@@ -484,6 +484,8 @@ class TrainWidget(QWidget):
         elif ev.kind == "epoch":
             self.status.setText(f"epoch {ev.epoch}/{ev.n_epochs}: loss {ev.loss:.5f} "
                                 f"(reconstruction {ev.gen_loss:.5f}, KL {ev.kld:.3f})")
+        elif ev.kind == "refine":
+            self.progress.setFormat(ev.message)
         elif ev.kind == "checkpoint":
             pc = ev.extra.get("pca")
             if pc is not None:

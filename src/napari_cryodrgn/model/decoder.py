@@ -48,10 +48,7 @@ class CoordDecoder(nn.Module):
 
     def raw(self, coords: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """MLP output at coords (B, N, 3) for latents z (B, zdim), no symmetry applied."""
-        feats = self.pe(coords, self.rand_freqs)
-        if z is None or self.zdim == 0:
-            return self.decoder(feats)
-        return self.decoder.forward_split(feats, z)
+        return self._at(coords)(z)
 
     def fourier(self, coords: torch.Tensor, z: torch.Tensor | None):
         """(Re, Im) at coords (B, N, 3), evaluating the network on ``kz <= 0`` only."""
@@ -63,12 +60,36 @@ class CoordDecoder(nn.Module):
 
     def hartley_pair(self, coords: torch.Tensor, z: torch.Tensor | None):
         """Hartley values at ``coords`` and at ``-coords``: two (B, N) tensors."""
+        return self.pair_at(coords)(z)
+
+    def pair_at(self, coords: torch.Tensor):
+        """``lambda z: hartley_pair(coords, z)`` with what does not depend on z (the points'
+        positional encoding and their part of the first layer) computed now, once: many
+        latents at the same points cost only the rest of the network."""
         if self.domain == "fourier":
-            re, im = self.fourier(coords, z)
-            return re - im, re + im
-        both = self.raw(torch.cat([coords, -coords], 1), z)[..., 0]
+            flip = coords[..., 2] > 0
+            run = self._at(torch.where(flip[..., None], -coords, coords))
+
+            def pair(z):
+                out = run(z)
+                re, im = out[..., 0], torch.where(flip, -out[..., 1], out[..., 1])
+                return re - im, re + im
+
+            return pair
         n = coords.shape[1]
-        return both[:, :n], both[:, n:]
+        run = self._at(torch.cat([coords, -coords], 1))
+
+        def pair(z):
+            both = run(z)[..., 0]
+            return both[:, :n], both[:, n:]
+
+        return pair
+
+    def _at(self, coords: torch.Tensor):
+        """``lambda z: raw(coords, z)``, the z-free part computed once."""
+        feats = self.pe(coords, self.rand_freqs)
+        split = self.decoder.split(feats) if self.zdim else None
+        return lambda z: self.decoder(feats) if z is None or split is None else split(z)
 
     def hartley(self, coords: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Hartley values at coords (B, N, 3)."""

@@ -49,15 +49,28 @@ class MLP(nn.Module):
         feats: (B, N, F) per point; extra: (B, E) per batch item (the latent z). The first layer
         is applied as ``W_f feats + (W_e extra + b)``, which saves the z columns for every point.
         """
+        return self.split(feats)(extra)
+
+    def split(self, feats: torch.Tensor):
+        """``lambda extra: forward_split(feats, extra)`` with ``W_f feats`` computed now, once:
+        the per-point part of the first layer, for many ``extra`` at the same points (a
+        latent refined through the decoder). A residual first layer needs the concatenation."""
         first = self.main[0]
-        lin = first.linear if isinstance(first, ResidLinear) else first
         if isinstance(first, ResidLinear):
-            rep = extra[:, None].expand(-1, feats.shape[1], -1)
-            return self.forward(torch.cat([feats, rep], -1))
+            def full(extra):
+                rep = extra[:, None].expand(-1, feats.shape[1], -1)
+                return self.forward(torch.cat([feats, rep], -1))
+
+            return full
         F = feats.shape[-1]
-        w = lin.weight
-        h = torch.nn.functional.linear(feats, w[:, :F])
-        h = h + torch.nn.functional.linear(extra, w[:, F:], lin.bias)[:, None, :]
-        for layer in list(self.main)[1:]:
-            h = layer(h)
-        return h
+        w = first.weight
+        base = torch.nn.functional.linear(feats, w[:, :F])
+        rest = list(self.main)[1:]
+
+        def run(extra):
+            h = base + torch.nn.functional.linear(extra, w[:, F:], first.bias)[:, None, :]
+            for layer in rest:
+                h = layer(h)
+            return h
+
+        return run

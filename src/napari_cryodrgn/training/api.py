@@ -117,7 +117,13 @@ def train_from_args(args) -> int:
                     if ev.kind == "cancelled" and main:
                         print(ev.message, flush=True)
                     continue
-                if ev.kind in ("batch", "epoch"):  # an epoch's end fills its bar
+                if ev.kind == "refine":
+                    if bar is None or bar.desc != "refining z":
+                        if bar is not None:
+                            bar.close()
+                        bar = tqdm(total=ev.total, desc="refining z", unit="img")
+                    bar.update(ev.done - bar.n)
+                elif ev.kind in ("batch", "epoch"):  # an epoch's end fills its bar
                     desc = f"epoch {ev.epoch}/{ev.n_epochs}"
                     if bar is None or bar.desc != desc:
                         if bar is not None:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class Progress:
     """One progress report.
 
-    kind: 'start', 'batch', 'epoch', 'checkpoint', 'cancelled', 'done' or 'error'.
+    kind: 'start', 'batch', 'epoch', 'checkpoint', 'refine' (the latents refined after the
+    last epoch: ``done`` of ``total`` particles), 'cancelled', 'done' or 'error'.
     """
 
     kind: str

@@ -182,6 +182,12 @@ class TrainSettings:
                     "epoch (0: off, the last weights, as cryoDRGN)",
                     "float", "train", flags=("--ema",), label="Weight average decay", min=0.0,
                     below=1.0, gui={"max": 0.99999, "step": 0.0005, "decimals": 5})
+    z_refine_steps: int = _s(20, "after the last epoch, Adam steps that move each particle's "
+                             "z to the maximum of its posterior under the trained decoder, at "
+                             "its pose and CTF (z.N.pkl: refined; z.N.encoder.pkl: the "
+                             "encoder's; 0: off, as cryoDRGN)", "int", "train",
+                             flags=("--z-refine-steps",), label="Latent refinement steps",
+                             min=0, gui={"max": 1000})
     # -- data ------------------------------------------------------------------------------------
     ind: str | None = _s(None, "index .pkl selecting particles", "file", "input",
                          flags=("--ind",), label="Index (subset)",
@@ -507,6 +513,7 @@ class TrainConfig:
     refine_step: float = default("refine_step")
     ema: float = default("ema")
     robust: float = default("robust")
+    z_refine_steps: int = default("z_refine_steps")
     log_interval_s: float = default("log_interval_s")
     eval_batch_size: int = default("eval_batch_size")
     lineage: dict | None = default("lineage")

@@ -100,10 +100,7 @@ def refine_latent(model: HetVAE, prep: Preprocessor, y, c, coords, z, steps: int
     for _ in range(steps):
         zr = zr.clone().requires_grad_(True)
         with torch.enable_grad():
-            h, hm = model.decoder.hartley_pair(coords.detach(), zr)
-            rec = torch.cat([h, hm], 1).float()
-            if c is not None:
-                rec = rec * c
+            rec = model_images(model.decoder.pair_at(coords.detach()), zr, c)
             err = (rec - y).pow(2).sum()
             (g,) = torch.autograd.grad(err, zr)
         g = g.float()
@@ -133,6 +130,15 @@ def outlier_weights(err: torch.Tensor, power: torch.Tensor, c: float,
     return torch.where(excess > cap, cap / excess.clamp_min(1e-30), torch.ones_like(p))
 
 
+def model_images(pair, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """(B, 2 Nh) fp32: the decoder's slices and their mirrors at latents ``z``, times the CTF
+    ``c`` (None: none); ``pair`` is the decoder's :meth:`~..model.decoder.CoordDecoder.pair_at`
+    of the batch's points."""
+    h, hm = pair(z)
+    rec = torch.cat([h, hm], 1).float()
+    return rec if c is None else rec * c
+
+
 def recon_error(model: HetVAE, y, c, coords, z, band: torch.Tensor | None = None):
     """Per-image reconstruction error (B,): the mean squared difference over the masked
     lattice points between ``y`` and the decoder's slice at ``coords`` (the poses) and ``z``,
@@ -140,10 +146,7 @@ def recon_error(model: HetVAE, y, c, coords, z, band: torch.Tensor | None = None
     ``band`` (indices of lattice points), also each image's error and model power (mean
     square of the model image) over those points: (error, band error, band power), the last
     two without gradient."""
-    h, hm = model.decoder.hartley_pair(coords, z)
-    recon = torch.cat([h, hm], 1).float()
-    if c is not None:
-        recon = recon * c
+    recon = model_images(model.decoder.pair_at(coords), z, c)
     diff = recon - y
     per = diff.pow(2).mean(1)
     if band is None:
@@ -454,6 +457,58 @@ class Trainer:
         model.train()
         return self.ctx.gather_rows(np.concatenate(mus)), self.ctx.gather_rows(np.concatenate(lvs))
 
+    def _refine_latents(self, epoch: int, mu: np.ndarray, lv: np.ndarray, mean):
+        """After the last epoch: every particle's z refined through the decoder
+        (:mod:`.refine_z`), each rank a block; z.N.pkl replaced, the encoder's z kept in
+        z.N.encoder.pkl. Stopping leaves the encoder's z (``napari-cryodrgn refine_z``
+        refines later). Yields 'refine' progress and a 'checkpoint' with the refined z."""
+        from .refine_z import LatentRefiner, refine_rows, sample_rows, write_refined
+
+        cfg, n = self.cfg, self.data.n
+        t0 = last = time.perf_counter()
+        model = self.averaged
+        model.eval()
+        sample = sample_rows(n)
+        y, c, _, rot = self._batch_tensors(sample)
+        zs = torch.from_numpy(np.ascontiguousarray(mu[sample], np.float32)).to(self.device)
+        ref = LatentRefiner.fit(model, self.prep, y, c, rot, zs, mu, steps=cfg.z_refine_steps)
+        self._log(f"refining the latents: {ref.describe()}")
+        rank, world = self.ctx.rank, self.ctx.world
+        rows = np.arange(rank * n // world, (rank + 1) * n // world)
+        plan = EpochPlan.sequential(rows, cfg.eval_batch_size)
+        z = np.array(mu, np.float32, copy=True)
+
+        def batches(stream):
+            for _, r, imgs in stream:
+                y, c, _, rot = self._batch_tensors(r, imgs)
+                yield r, y, c, rot
+
+        stopped = False
+        with BatchStream(self.data, plan, pin=self.device.type == "cuda") as stream:
+            for done in refine_rows(model, ref, batches(stream), mu, z):
+                now = time.perf_counter()
+                if now - last >= cfg.log_interval_s:
+                    last = now
+                    yield Progress("refine", epoch, cfg.num_epochs, done, len(rows),
+                                   message=f"refining the latents: {done}/{len(rows)}")
+                if self.cancelled:
+                    stopped = True
+                    break
+        model.train()
+        if self.ctx.distributed:  # every rank stops when one does
+            flag = torch.tensor([float(stopped)], device=self.device)
+            stopped = bool(self.ctx.all_reduce_sum(flag).item() > 0)
+        if stopped:
+            self._log(f"latent refinement stopped: z.{epoch}.pkl keeps the encoder's latents "
+                      "(napari-cryodrgn refine_z refines them)")
+            return
+        z = self.ctx.gather_rows(z[rows])
+        if self.ctx.is_main:
+            write_refined(self.outdir, epoch, z, mu, lv, final=False)
+        self._log(f"latents refined in {time.perf_counter() - t0:.1f} s")
+        yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
+                       message=f"z.{epoch}.pkl (refined)", extra={"z": z})
+
     def write_config(self) -> None:
         if not self.ctx.is_main:
             return
@@ -651,6 +706,8 @@ class Trainer:
                 self._last_save = time.monotonic()
                 yield Progress("checkpoint", epoch, cfg.num_epochs, n, n, *mean,
                                message=f"weights.{epoch}.pkl", extra={"z": mu})
+                if epoch == cfg.num_epochs and not stop and cfg.z_refine_steps:
+                    yield from self._refine_latents(epoch, mu, lv, mean)
             if stop:
                 reason = self._stop_reason or "stopped"
                 self._log(f"cancelled after epoch {epoch} ({reason})")
