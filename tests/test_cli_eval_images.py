@@ -7,6 +7,7 @@ import pytest
 from napari_cryodrgn.cli import main
 from napari_cryodrgn.io.safepickle import load_pickle
 from napari_cryodrgn.training.checkpoint import load_z
+from napari_cryodrgn.training.refine_z import encoder_zfile
 
 SPELLINGS = ["eval-images", "eval_images"]
 
@@ -78,7 +79,9 @@ def test_cryodrgn_form_config_beside_weights(run, tiny_dataset, tmp_path):
     argv = ["eval_images", str(tiny_dataset["particles"]), str(run / "weights.2.pkl"),
             "-o", str(tmp_path / "l.pkl"), "--out-z", str(z), *_data(tiny_dataset)]
     assert main(argv) == 0
-    np.testing.assert_allclose(load_z(z)[0], load_z(run / "z.2.pkl")[0], rtol=0, atol=1e-5)
+    # the encoder's z (z.2.pkl holds them refined)
+    np.testing.assert_allclose(load_z(z)[0], load_z(encoder_zfile(run, 2))[0], rtol=0,
+                               atol=1e-5)
 
 
 def test_overwrite(run, tiny_dataset, tmp_path, capsys):

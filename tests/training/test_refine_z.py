@@ -121,17 +121,29 @@ def test_missing_particles_and_bad_steps_are_clear_errors(unrefined, tmp_path, c
 
 
 def test_stopping_during_the_refinement_keeps_the_encoders_latents(tiny_dataset, tmp_path):
+    """A stop while refining leaves the encoder's z and no final files; --load latest then
+    refines, and the run ends as one never stopped."""
     out = tmp_path / "run"
     tr = _train(tiny_dataset, out, log_interval_s=0.0, eval_batch_size=16)
-    kinds = []
+    events = []
     for ev in tr.run():
-        kinds.append(ev.kind)
+        events.append(ev)
         if ev.kind == "refine":
             tr.request_stop()
-    assert "refine" in kinds and kinds[-1] == "done"
-    assert not (out / "z.2.encoder.pkl").exists()
-    np.testing.assert_array_equal(load_z(out / "z.2.pkl")[0], load_z(out / "z.pkl")[0])
-    assert "latent refinement stopped" in (out / "run.log").read_text()
+    assert "refine" in [e.kind for e in events] and events[-1].kind == "cancelled"
+    assert "while refining the latents" in events[-1].message
+    assert not (out / "z.2.encoder.pkl").exists() and not (out / "z.pkl").exists()
+    enc = load_z(out / "z.2.pkl")[0]
+    events = [ev for ev in _train(tiny_dataset, out, load="latest", eval_batch_size=16).run()]
+    assert [e.kind for e in events] == ["start", "checkpoint", "done"]
+    assert events[1].message == "z.2.pkl (refined)"
+    np.testing.assert_array_equal(load_z(out / "z.2.encoder.pkl")[0], enc)
+    whole = tmp_path / "whole"
+    for _ in _train(tiny_dataset, whole, eval_batch_size=16).run():
+        pass
+    np.testing.assert_array_equal(load_z(out / "z.pkl")[0], load_z(whole / "z.pkl")[0])
+    # once refined, resuming has nothing left to do
+    assert [e.kind for e in _train(tiny_dataset, out, load="latest").run()] == ["start", "done"]
 
 
 def test_band_follows_the_latent_information(unrefined):

@@ -229,6 +229,21 @@ def encoder_zfile(workdir, epoch: int) -> Path:
     return enc if enc.is_file() else Path(workdir) / f"z.{epoch}.pkl"
 
 
+def is_refined(workdir, epoch: int) -> bool:
+    """Whether ``epoch``'s z.N.pkl holds refined latents: z.N.encoder.pkl is there and
+    differs from it (a process killed between the two writes left them equal)."""
+    from .checkpoint import load_z
+
+    before = encoder_latents(workdir, epoch)
+    if before is None:
+        return False
+    try:
+        now = load_z(Path(workdir) / f"z.{epoch}.pkl")[0]
+    except InputError:
+        return False
+    return not np.array_equal(now, before[0])
+
+
 def encoder_latents(workdir, epoch: int) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The encoder's (z_mu, z_logvar) of a refined epoch, or None when it was not refined."""
     from .checkpoint import load_z

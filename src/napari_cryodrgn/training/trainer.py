@@ -296,6 +296,7 @@ class Trainer:
         self.cfg = cfg
         self._cancel = False
         self._stop_reason: str | None = None
+        self._refine_stopped = False  # a stop came during the latent refinement
         self._ckpt_asked = False
         self.outdir = Path(cfg.outdir)
         self.ctx = ctx if ctx is not None else init_distributed(cfg.device, cfg.launcher)
@@ -457,6 +458,14 @@ class Trainer:
         model.train()
         return self.ctx.gather_rows(np.concatenate(mus)), self.ctx.gather_rows(np.concatenate(lvs))
 
+    def _refinement_due(self, epoch: int) -> bool:
+        """Whether ``epoch``'s latents are still to be refined (``--z-refine-steps``): its
+        checkpoint is there and its z.N.pkl still holds the encoder's z."""
+        from .refine_z import is_refined
+
+        return (bool(self.cfg.z_refine_steps) and (self.outdir / f"weights.{epoch}.pkl").is_file()
+                and not is_refined(self.outdir, epoch))
+
     def _refine_latents(self, epoch: int, mu: np.ndarray, lv: np.ndarray, mean):
         """After the last epoch: every particle's z refined through the decoder
         (:mod:`.refine_z`), each rank a block; z.N.pkl replaced, the encoder's z kept in
@@ -498,9 +507,14 @@ class Trainer:
         if self.ctx.distributed:  # every rank stops when one does
             flag = torch.tensor([float(stopped)], device=self.device)
             stopped = bool(self.ctx.all_reduce_sum(flag).item() > 0)
+        self._refine_stopped = stopped
         if stopped:
-            self._log(f"latent refinement stopped: z.{epoch}.pkl keeps the encoder's latents "
-                      "(napari-cryodrgn refine_z refines them)")
+            reason = self._stop_reason or "stopped"
+            msg = (f"{reason} while refining the latents: z.{epoch}.pkl keeps the encoder's "
+                   "latents; resume with --load latest (or run napari-cryodrgn refine_z) to "
+                   "refine them")
+            self._log(f"latent refinement stopped ({reason})")
+            yield Progress("cancelled", epoch, cfg.num_epochs, n, n, message=msg)
             return
         z = self.ctx.gather_rows(z[rows])
         if self.ctx.is_main:
@@ -624,6 +638,19 @@ class Trainer:
         yield Progress("start", self.start_epoch, cfg.num_epochs, 0, n,
                        message=f"{where}, precision {self.precision}")
         if self.start_epoch > cfg.num_epochs:
+            if self.start_epoch == cfg.num_epochs + 1 and self._refinement_due(cfg.num_epochs):
+                # stopped or killed while refining the last epoch's latents: refine them now
+                from .checkpoint import load_z
+
+                mu, lv = load_z(self.outdir / f"z.{cfg.num_epochs}.pkl")
+                yield from self._refine_latents(cfg.num_epochs, mu, lv, np.full(3, np.nan))
+                if self._refine_stopped:
+                    return
+                if self.ctx.is_main:
+                    finalize(self.outdir, cfg.num_epochs)
+                yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
+                               message=str(self.outdir))
+                return
             yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
                            message="nothing to do: already trained for the requested epochs")
             return
@@ -708,6 +735,8 @@ class Trainer:
                                message=f"weights.{epoch}.pkl", extra={"z": mu})
                 if epoch == cfg.num_epochs and not stop and cfg.z_refine_steps:
                     yield from self._refine_latents(epoch, mu, lv, mean)
+                    if self._refine_stopped:
+                        return
             if stop:
                 reason = self._stop_reason or "stopped"
                 self._log(f"cancelled after epoch {epoch} ({reason})")
