@@ -84,13 +84,11 @@ class Problem:
 
     def error(self, z, sl):
         """Summed squared error (B,) of rows ``sl`` at latents ``z``."""
-        import torch
 
-        coords = self.coords_half @ self.rot[sl]
-        h, hm = self.model.decoder.hartley_pair(coords, z)
-        rec = torch.cat([h, hm], 1)
-        if self.c is not None:
-            rec = rec * self.c[sl]
+        from napari_cryodrgn.training.trainer import model_images
+
+        pair = self.model.decoder.pair_at(self.coords_half @ self.rot[sl])
+        rec = model_images(pair, z, None if self.c is None else self.c[sl])
         return (rec - self.y[sl]).pow(2).sum(1)
 
     def noise_var(self) -> float:

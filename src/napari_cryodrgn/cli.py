@@ -772,13 +772,13 @@ def cmd_refine_z(args) -> int:
 
     t0 = time.perf_counter()
     try:
-        zfile, how = refine_run(args.workdir, args.epoch, args.steps, args.device,
-                                args.batch_size, None if args.quiet else progress)
+        zfile, encfile, how = refine_run(args.workdir, args.epoch, args.steps, args.device,
+                                         args.batch_size, None if args.quiet else progress)
     finally:
         for bar in bars:
             bar.close()
     print(f"refined latents ({how}) in {time.perf_counter() - t0:.1f} s: {zfile} (the "
-          f"encoder's: {zfile.with_name(zfile.stem + '.encoder.pkl').name})")
+          f"encoder's: {encfile.name})")
     return 0
 
 

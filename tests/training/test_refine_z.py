@@ -134,7 +134,8 @@ def test_stopping_during_the_refinement_keeps_the_encoders_latents(tiny_dataset,
     assert "while refining the latents" in events[-1].message
     assert not (out / "z.2.encoder.pkl").exists() and not (out / "z.pkl").exists()
     enc = load_z(out / "z.2.pkl")[0]
-    events = [ev for ev in _train(tiny_dataset, out, load="latest", eval_batch_size=16).run()]
+    events = [ev for ev in _train(tiny_dataset, out, load="latest", eval_batch_size=16,
+                                          log_interval_s=1e9).run()]
     assert [e.kind for e in events] == ["start", "checkpoint", "done"]
     assert events[1].message == "z.2.pkl (refined)"
     np.testing.assert_array_equal(load_z(out / "z.2.encoder.pkl")[0], enc)

@@ -34,10 +34,11 @@ def save_checkpoint(outdir, epoch: int, model, optim, z_mu, z_logvar, extra: dic
         torch.save(state, f)
 
 
-def finalize(outdir, epoch: int) -> None:
-    """Copy the last epoch to weights.pkl / z.pkl (cryoDRGN's final files), atomically."""
+def finalize(outdir, epoch: int, stems=("weights", "z")) -> None:
+    """Copy the last epoch to weights.pkl / z.pkl (cryoDRGN's final files), atomically;
+    ``stems`` chooses which."""
     outdir = Path(outdir)
-    for stem in ("weights", "z"):
+    for stem in stems:
         src = outdir / f"{stem}.{epoch}.pkl"
         tmp = outdir / f".{stem}.pkl.tmp"
         shutil.copyfile(src, tmp)

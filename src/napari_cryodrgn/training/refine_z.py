@@ -33,8 +33,6 @@ so that cryoDRGN's analyses and ours read the refined latents. Refining again st
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ import torch
 
 from ..errors import InputError
 from ..io.safepickle import save_pickle
+from .checkpoint import finalize, load_z
 from .trainer import model_images
 
 #: part of the latent information (Fisher, summed over shells) the refinement's band keeps
@@ -186,6 +185,15 @@ def sample_rows(n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(SAMPLE, n)).astype(np.int64))
 
 
+def fit_on_sample(model, prep, images, mu: np.ndarray, steps: int) -> LatentRefiner:
+    """:meth:`LatentRefiner.fit` on the :func:`sample_rows` of the encoder's ``mu`` (all
+    particles); ``images(rows)`` gives their (y, c, rot) on the model's device."""
+    rows = sample_rows(len(mu))
+    y, c, rot = images(rows)
+    zs = torch.from_numpy(np.ascontiguousarray(mu[rows], np.float32)).to(y.device)
+    return LatentRefiner.fit(model, prep, y, c, rot, zs, mu, steps=steps)
+
+
 def refine_rows(model, ref: LatentRefiner, batches, z0: np.ndarray, out: np.ndarray):
     """Refine the rows the ``batches`` yield as (rows, y, c, rot), rows being indices into
     ``z0`` (their encoder's z), into ``out`` (an array like ``z0``); yields the number of
@@ -208,7 +216,7 @@ def write_refined(workdir, epoch: int, z: np.ndarray, mu: np.ndarray,
     there), then replace ``z.N.pkl`` with the refined ``z`` and ``logvar``, and ``z.pkl``
     when ``final``; each file atomically. Returns z.N.pkl's path."""
     workdir = Path(workdir)
-    enc = workdir / ENCODER_Z.format(epoch=epoch)
+    enc = encoder_file(workdir, epoch)
     objs = (mu,) if logvar is None else (mu, logvar)
     if not enc.is_file():
         save_pickle(enc, *[np.asarray(o, np.float32) for o in objs])
@@ -216,24 +224,25 @@ def write_refined(workdir, epoch: int, z: np.ndarray, mu: np.ndarray,
     zfile = workdir / f"z.{epoch}.pkl"
     save_pickle(zfile, *[np.asarray(o, np.float32) for o in objs])
     if final:
-        tmp = workdir / ".z.pkl.tmp"
-        shutil.copyfile(zfile, tmp)
-        os.replace(tmp, workdir / "z.pkl")
+        finalize(workdir, epoch, stems=("z",))
     return zfile
+
+
+def encoder_file(workdir, epoch: int) -> Path:
+    """Where ``epoch``'s encoder latents go once its z.N.pkl is refined (z.N.encoder.pkl)."""
+    return Path(workdir) / ENCODER_Z.format(epoch=epoch)
 
 
 def encoder_zfile(workdir, epoch: int) -> Path:
     """The file with the encoder's latents of ``epoch``: z.N.encoder.pkl when the epoch was
     refined, else z.N.pkl (what eval_images reproduces)."""
-    enc = Path(workdir) / ENCODER_Z.format(epoch=epoch)
+    enc = encoder_file(workdir, epoch)
     return enc if enc.is_file() else Path(workdir) / f"z.{epoch}.pkl"
 
 
 def is_refined(workdir, epoch: int) -> bool:
     """Whether ``epoch``'s z.N.pkl holds refined latents: z.N.encoder.pkl is there and
     differs from it (a process killed between the two writes left them equal)."""
-    from .checkpoint import load_z
-
     before = encoder_latents(workdir, epoch)
     if before is None:
         return False
@@ -246,16 +255,12 @@ def is_refined(workdir, epoch: int) -> bool:
 
 def encoder_latents(workdir, epoch: int) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The encoder's (z_mu, z_logvar) of a refined epoch, or None when it was not refined."""
-    from .checkpoint import load_z
-
-    enc = Path(workdir) / ENCODER_Z.format(epoch=epoch)
+    enc = encoder_file(workdir, epoch)
     return load_z(enc) if enc.is_file() else None
 
 
 def _final_copy(workdir: Path, *zs: np.ndarray) -> bool:
     """Whether z.pkl is a copy of this epoch's latents (encoder's or refined ones)."""
-    from .checkpoint import load_z
-
     p = workdir / "z.pkl"
     if not p.is_file():
         return False
@@ -268,10 +273,11 @@ def _final_copy(workdir: Path, *zs: np.ndarray) -> bool:
 
 def refine_run(workdir, epoch: int | None = None, steps: int = 20, device: str = "auto",
                batch_size: int = 256,
-               progress: Callable[[int, int], object] | None = None) -> tuple[Path, str]:
+               progress: Callable[[int, int], object] | None = None) -> tuple[Path, Path, str]:
     """Refine the latents of a trained run (ours or cryoDRGN's) at ``epoch`` (latest when
-    None) and write them (:func:`write_refined`). Returns (z.N.pkl, a description of the
-    band and steps). InputError when the particles, poses or CTF cannot be found."""
+    None) and write them (:func:`write_refined`). Returns (z.N.pkl, z.N.encoder.pkl, a
+    description of the band and steps). InputError when the particles, poses or CTF cannot
+    be found."""
     from ..analysis.particle_loss import run_preprocessor
     from ..io.runfolder import RunFolder
     from .trainer import batch_tensors, data_tensors, pick_device
@@ -301,10 +307,7 @@ def refine_run(workdir, epoch: int | None = None, steps: int = 20, device: str =
         y, c, _, r = batch_tensors(data, prep, rows, *tables)
         return rows, y, c, r
 
-    sample = sample_rows(n)
-    _, y, c, r = batch(sample)
-    zs = torch.from_numpy(np.ascontiguousarray(mu[sample], np.float32)).to(dev)
-    ref = LatentRefiner.fit(model, prep, y, c, r, zs, mu, steps=steps)
+    ref = fit_on_sample(model, prep, lambda rows: batch(rows)[1:], mu, steps)
     rows = (np.arange(s, min(s + batch_size, n), dtype=np.int64)
             for s in range(0, n, batch_size))
     z = np.array(mu, np.float32, copy=True)
@@ -312,4 +315,5 @@ def refine_run(workdir, epoch: int | None = None, steps: int = 20, device: str =
         if progress is not None:
             progress(done, n)
     final = _final_copy(folder.workdir, mu, lat.z)
-    return write_refined(folder.workdir, lat.epoch, z, mu, logvar, final), ref.describe()
+    zfile = write_refined(folder.workdir, lat.epoch, z, mu, logvar, final)
+    return zfile, encoder_file(folder.workdir, lat.epoch), ref.describe()

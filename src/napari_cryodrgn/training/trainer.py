@@ -97,10 +97,12 @@ def refine_latent(model: HetVAE, prep: Preprocessor, y, c, coords, z, steps: int
     image's reconstruction error. The decoder knows the particle's pose, so this direction is
     pose-aware information the encoder (which sees only the image) lacks early in training."""
     zr = z.detach()
+    with torch.no_grad():  # the z-free part of the decoder, once for all steps
+        pair = model.decoder.pair_at(coords.detach())
     for _ in range(steps):
         zr = zr.clone().requires_grad_(True)
         with torch.enable_grad():
-            rec = model_images(model.decoder.pair_at(coords.detach()), zr, c)
+            rec = model_images(pair, zr, c)
             err = (rec - y).pow(2).sum()
             (g,) = torch.autograd.grad(err, zr)
         g = g.float()
@@ -471,16 +473,18 @@ class Trainer:
         (:mod:`.refine_z`), each rank a block; z.N.pkl replaced, the encoder's z kept in
         z.N.encoder.pkl. Stopping leaves the encoder's z (``napari-cryodrgn refine_z``
         refines later). Yields 'refine' progress and a 'checkpoint' with the refined z."""
-        from .refine_z import LatentRefiner, refine_rows, sample_rows, write_refined
+        from .refine_z import fit_on_sample, refine_rows, write_refined
 
         cfg, n = self.cfg, self.data.n
         t0 = last = time.perf_counter()
         model = self.averaged
         model.eval()
-        sample = sample_rows(n)
-        y, c, _, rot = self._batch_tensors(sample)
-        zs = torch.from_numpy(np.ascontiguousarray(mu[sample], np.float32)).to(self.device)
-        ref = LatentRefiner.fit(model, self.prep, y, c, rot, zs, mu, steps=cfg.z_refine_steps)
+
+        def images(rows):
+            y, c, _, rot = self._batch_tensors(rows)
+            return y, c, rot
+
+        ref = fit_on_sample(model, self.prep, images, mu, cfg.z_refine_steps)
         self._log(f"refining the latents: {ref.describe()}")
         rank, world = self.ctx.rank, self.ctx.world
         rows = np.arange(rank * n // world, (rank + 1) * n // world)
