@@ -25,17 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy  # noqa: E402
 import maps  # noqa: E402
-from _common import RESULTS, machine_info, save_json, simulate  # noqa: E402
+from _common import RESULTS, machine_info, save_json  # noqa: E402
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", choices=sorted(maps.PRESETS), default="hard")
-    p.add_argument("--run", type=Path, default=None,
-                   help="trained run folder (default: maps.py's run of the preset)")
-    p.add_argument("--epoch", type=int, default=None, help="default: the preset's epochs")
+    maps.add_run_args(p)
     p.add_argument("--sample", type=int, default=1500, help="particles refined (all kinds)")
     p.add_argument("--bands", type=float, nargs="+", default=[0.125, 0.2],
                    help="highest frequencies (cycles/pixel) of the refinement's error")
@@ -123,14 +119,10 @@ def main(argv=None) -> int:
     from napari_cryodrgn.io.safepickle import load_pickle
 
     args = parse_args(argv)
-    sim = argparse.Namespace(**{**vars(accuracy.build_parser().parse_args([])),
-                                **maps.PRESETS[args.preset]})
-    base = Path(sim.workdir) / accuracy.data_tag(sim)
-    data = simulate(base / "data", sim.n, sim.D, sim.snr, sim.junk, sim.sim_seed, sim.apix)
-    folder = args.run or base / accuracy.ours_tag(sim, accuracy.our_kwargs(sim))
-    epoch = args.epoch or sim.epochs
+    data, folder, epoch, tag = maps.preset_run(args)
     lab = load_pickle(data["labels"])
-    rows = np.linspace(0, sim.n - 1, min(args.sample, sim.n)).astype(np.int64)
+    n = len(lab["conf"])
+    rows = np.linspace(0, n - 1, min(args.sample, n)).astype(np.int64)
     junk = np.asarray(lab["is_junk"], bool)[rows]
     conf = np.asarray(lab["conf"], float)[rows]
     state = np.where(junk, -1, np.asarray(lab["state"], int)[rows])
@@ -162,7 +154,7 @@ def main(argv=None) -> int:
                     "threads": torch.get_num_threads(),
                     "settings": {**vars(args), "run": str(folder), "epoch": epoch,
                                  "out": str(out)},
-                    "data": accuracy.data_tag(sim), "table": table},
+                    "data": tag, "table": table},
               rows=table, columns=["z", "band", "steps", "T", "conf_r2", "state_acc",
                                    "ms_per_particle"])
     return 0

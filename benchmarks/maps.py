@@ -57,6 +57,26 @@ BASELINES = "bench_map_baselines.json"
 BASELINES_VERSION = 1
 
 
+def add_run_args(p) -> None:
+    """--preset, --run and --epoch: a trained run of a preset's simulated set (scripts that
+    study one run: amortization.py, refine_z.py)."""
+    p.add_argument("--preset", choices=sorted(PRESETS), default="hard")
+    p.add_argument("--run", type=Path, default=None,
+                   help="trained run folder (default: maps.py's run of the preset)")
+    p.add_argument("--epoch", type=int, default=None, help="default: the preset's epochs")
+
+
+def preset_run(args):
+    """(simulated data dict, run folder, epoch, data tag) of :func:`add_run_args`'s options;
+    the data are simulated when missing."""
+    sim = argparse.Namespace(**{**vars(accuracy.build_parser().parse_args([])),
+                                **PRESETS[args.preset]})
+    base = Path(sim.workdir) / accuracy.data_tag(sim)
+    data = simulate(base / "data", sim.n, sim.D, sim.snr, sim.junk, sim.sim_seed, sim.apix)
+    folder = args.run or base / accuracy.ours_tag(sim, accuracy.our_kwargs(sim))
+    return data, folder, args.epoch or sim.epochs, accuracy.data_tag(sim)
+
+
 def parse_args(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset", choices=sorted(PRESETS))

@@ -493,11 +493,14 @@ def _add_refine_z(sub):
         "Needs the particles, poses and CTF the run was trained on.")
     p.add_argument("workdir", type=Path, help="training folder")
     p.add_argument("--epoch", type=int, help="epoch to refine (default: the latest)")
-    p.add_argument("--steps", type=int, default=20, help="Adam steps per particle "
-                   "(default 20)")
+    p.add_argument("--steps", type=int, default=3, help="Gauss-Newton (Levenberg-Marquardt) "
+                   "iterations per particle (default 3)")
     p.add_argument("-b", "--batch-size", type=int, default=256,
                    help="images read and processed at a time (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the decoder's precision in the steps (default auto: bf16 where the "
+                   "device has it, as in training)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_refine_z)
 
@@ -773,7 +776,8 @@ def cmd_refine_z(args) -> int:
     t0 = time.perf_counter()
     try:
         zfile, encfile, how = refine_run(args.workdir, args.epoch, args.steps, args.device,
-                                         args.batch_size, None if args.quiet else progress)
+                                         args.batch_size, None if args.quiet else progress,
+                                         args.precision)
     finally:
         for bar in bars:
             bar.close()

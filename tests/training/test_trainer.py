@@ -167,3 +167,27 @@ def test_weight_average_spans_at_most_a_quarter_of_an_epoch():
     assert ema_decay(0.995, 1000) == 0.995  # 1000 batches an epoch: as asked
     assert ema_decay(0.995, 400) == pytest.approx(0.99)  # the last 100 batches
     assert ema_decay(0.995, 8) == 0.5 and ema_decay(0.995, 3) == 0.0  # tiny: the last weights
+
+
+def test_learning_rate_anneals_over_the_last_epochs(tiny_dataset, tmp_path):
+    """--lr-anneal K: the learning rate is --lr until the last K epochs, then falls on a
+    cosine to zero at the end of training (a function of the position in the run)."""
+    from napari_cryodrgn.training.trainer import lr_factor
+
+    assert lr_factor(5, 3, 10, 10, 0) == 1.0
+    assert lr_factor(7, 9, 10, 10, 3) == 1.0  # epochs 1-7 at --lr
+    assert lr_factor(9, 5, 11, 10, 3) == pytest.approx(0.5)  # half way through epochs 8-10
+    assert lr_factor(10, 9, 10, 10, 3) < 1e-2
+    assert lr_factor(1, 0, 10, 2, 3) > 0.99  # K beyond the run: the whole run anneals
+    base = 1e-3
+    tr = _trainer(tiny_dataset, tmp_path / "run", lr=base, lr_anneal=1, z_refine_steps=0)
+    seen = []
+    for ev in tr.run():
+        if ev.kind == "epoch":
+            seen.append(tr.optim.param_groups[0]["lr"])
+    assert seen[0] == base  # epoch 1: not annealed
+    assert 0 < seen[1] < 0.02 * base  # the last batch of epoch 2
+    plain = _trainer(tiny_dataset, tmp_path / "plain", lr=base, z_refine_steps=0, lr_anneal=0)
+    for _ in plain.run():
+        pass
+    assert plain.optim.param_groups[0]["lr"] == base

@@ -65,7 +65,9 @@ class CoordDecoder(nn.Module):
     def pair_at(self, coords: torch.Tensor):
         """``lambda z: hartley_pair(coords, z)`` with what does not depend on z (the points'
         positional encoding and their part of the first layer) computed now, once: many
-        latents at the same points cost only the rest of the network."""
+        latents at the same points cost only the rest of the network. ``pair.points`` is the
+        number of points the network evaluates (N, or 2N for Hartley); ``z`` may be (B, zdim)
+        or (B, pair.points, zdim), one copy per point."""
         if self.domain == "fourier":
             flip = coords[..., 2] > 0
             run = self._at(torch.where(flip[..., None], -coords, coords))
@@ -75,6 +77,7 @@ class CoordDecoder(nn.Module):
                 re, im = out[..., 0], torch.where(flip, -out[..., 1], out[..., 1])
                 return re - im, re + im
 
+            pair.points = coords.shape[-2]
             return pair
         n = coords.shape[1]
         run = self._at(torch.cat([coords, -coords], 1))
@@ -83,6 +86,7 @@ class CoordDecoder(nn.Module):
             both = run(z)[..., 0]
             return both[:, :n], both[:, n:]
 
+        pair.points = 2 * n
         return pair
 
     def _at(self, coords: torch.Tensor):

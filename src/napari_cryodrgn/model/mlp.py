@@ -54,11 +54,13 @@ class MLP(nn.Module):
     def split(self, feats: torch.Tensor):
         """``lambda extra: forward_split(feats, extra)`` with ``W_f feats`` computed now, once:
         the per-point part of the first layer, for many ``extra`` at the same points (a
-        latent refined through the decoder). A residual first layer needs the concatenation."""
+        latent refined through the decoder). ``extra`` is (B, E), or (B, N, E) one per point
+        (a per-point copy of z gives each point's own derivatives). A residual first layer
+        needs the concatenation."""
         first = self.main[0]
         if isinstance(first, ResidLinear):
             def full(extra):
-                rep = extra[:, None].expand(-1, feats.shape[1], -1)
+                rep = extra[:, None].expand(-1, feats.shape[1], -1) if extra.dim() == 2 else extra
                 return self.forward(torch.cat([feats, rep], -1))
 
             return full
@@ -68,7 +70,8 @@ class MLP(nn.Module):
         rest = list(self.main)[1:]
 
         def run(extra):
-            h = base + torch.nn.functional.linear(extra, w[:, F:], first.bias)[:, None, :]
+            v = torch.nn.functional.linear(extra, w[:, F:], first.bias)
+            h = base + (v[:, None, :] if v.dim() == 2 else v)
             for layer in rest:
                 h = layer(h)
             return h

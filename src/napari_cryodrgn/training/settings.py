@@ -182,11 +182,15 @@ class TrainSettings:
                     "epoch (0: off, the last weights, as cryoDRGN)",
                     "float", "train", flags=("--ema",), label="Weight average decay", min=0.0,
                     below=1.0, gui={"max": 0.99999, "step": 0.0005, "decimals": 5})
-    z_refine_steps: int = _s(20, "after the last epoch, Adam steps that move each particle's "
-                             "z to the maximum of its posterior under the trained decoder, at "
+    lr_anneal: int = _s(3, "epochs at the end of training over which the learning rate falls "
+                        "from --lr to zero on a cosine (0: constant, as cryoDRGN)", "int",
+                        "train", flags=("--lr-anneal",), label="Learning-rate anneal (epochs)",
+                        min=0, gui={"max": 10000})
+    z_refine_steps: int = _s(3, "after the last epoch, Gauss-Newton iterations that move each "
+                             "particle's z up its posterior under the trained decoder, at "
                              "its pose and CTF (z.N.pkl: refined; z.N.encoder.pkl: the "
                              "encoder's; 0: off, as cryoDRGN)", "int", "train",
-                             flags=("--z-refine-steps",), label="Latent refinement steps",
+                             flags=("--z-refine-steps",), label="Latent refinement iterations",
                              min=0, gui={"max": 1000})
     # -- data ------------------------------------------------------------------------------------
     ind: str | None = _s(None, "index .pkl selecting particles", "file", "input",
@@ -513,6 +517,7 @@ class TrainConfig:
     refine_step: float = default("refine_step")
     ema: float = default("ema")
     robust: float = default("robust")
+    lr_anneal: int = default("lr_anneal")
     z_refine_steps: int = default("z_refine_steps")
     log_interval_s: float = default("log_interval_s")
     eval_batch_size: int = default("eval_batch_size")

@@ -484,7 +484,7 @@ class Trainer:
             y, c, _, rot = self._batch_tensors(rows)
             return y, c, rot
 
-        ref = fit_on_sample(model, self.prep, images, mu, cfg.z_refine_steps)
+        ref = fit_on_sample(model, self.prep, images, mu, cfg.z_refine_steps, self.precision)
         self._log(f"refining the latents: {ref.describe()}")
         rank, world = self.ctx.rank, self.ctx.world
         rows = np.arange(rank * n // world, (rank + 1) * n // world)
@@ -573,6 +573,10 @@ class Trainer:
         b = len(rows)
         # the gradient of the global batch's mean loss: DDP averages over ranks
         scale = b * self.ctx.world / plan.global_size(j)
+        if cfg.lr_anneal:
+            lr = cfg.lr * lr_factor(epoch, j, plan.n_batches, cfg.num_epochs, cfg.lr_anneal)
+            for g in self.optim.param_groups:
+                g["lr"] = lr
         self.optim.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss * scale).backward()
@@ -753,6 +757,20 @@ class Trainer:
         self._log(f"done in {total:.1f} s")
         yield Progress("done", cfg.num_epochs, cfg.num_epochs, n, n,
                        images_per_s=images_run / max(total, 1e-9), message=str(self.outdir))
+
+
+def lr_factor(epoch: int, j: int, n_batches: int, num_epochs: int, anneal: int) -> float:
+    """The learning rate's factor at global batch ``j`` (of ``n_batches``) of ``epoch``
+    (1-based): 1 until the last ``anneal`` epochs, then a cosine from 1 to 0 over them (a
+    function of the position alone, so a resumed run continues the same schedule)."""
+    if anneal <= 0:
+        return 1.0
+    start = max(num_epochs - anneal, 0)
+    t = (epoch - 1) + (j + 0.5) / max(n_batches, 1)  # the middle of the batch
+    if t < start:
+        return 1.0
+    u = min((t - start) / max(num_epochs - start, 1), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * u))
 
 
 def ema_decay(decay: float, batches_per_epoch: int) -> float:
