@@ -97,7 +97,10 @@ def test_analyze_reads_our_run(our_runs, interop_data, name):
     pc1 = np.linalg.svd(zc, full_matrices=False)[2][0]
     proj = np.loadtxt(folder / "pc1" / "z_values.txt") @ pc1 - z.mean(0) @ pc1
     lo, hi = np.percentile(zc @ pc1, [5, 95])
-    assert sorted([proj[0], proj[-1]]) == pytest.approx([lo, hi], rel=1e-4, abs=1e-5)
+    # cryoDRGN's PCA is float32: on a tiny run's narrow latents (a 5-95% range of 0.004 here)
+    # its PC1 may turn a little against ours, so the tolerance follows the range
+    tol = max(1e-5, 0.01 * (hi - lo))
+    assert sorted([proj[0], proj[-1]]) == pytest.approx([lo, hi], rel=1e-4, abs=tol)
 
 
 def test_filter_reads_our_run(our_runs, interop_data):

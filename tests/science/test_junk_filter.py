@@ -39,6 +39,7 @@ from napari_cryodrgn.model.load import load_run
 from napari_cryodrgn.session import Session
 from napari_cryodrgn.training.api import train_on_selection
 from napari_cryodrgn.training.checkpoint import load_z
+from napari_cryodrgn.training.refine_z import encoder_zfile
 
 JUNK_BAR = 0.97  # share of the junk removed, and share of the lasso that is junk
 
@@ -114,9 +115,16 @@ def test_training_on_the_rest_does_better(filtered):
     z1, _ = load_z(out / f"z.{ep}.pkl")
     assert len(z1) == len(kept)
     before, after = latent_scores(z0, truth), latent_scores(z1, truth_kept)
+    # what training learnt: the encoder's z (the refinement after the last epoch brings both
+    # runs to the decoder's limit: measured 0.972 / 0.971 refined, 0.936 / 0.956 encoder)
+    e0 = latent_scores(load_z(encoder_zfile(parent, ep))[0], truth)
+    e1 = latent_scores(load_z(encoder_zfile(out, ep))[0], truth_kept)
+    print(f"encoder z: unfiltered R^2 {e0.r2:.4f}, filtered {e1.r2:.4f}; refined: "
+          f"{before.r2:.4f}, {after.r2:.4f}")
     fsc0, _ = map_scores(load_run(parent).volume_decoder(), z0, truth)
     fsc1, _ = map_scores(load_run(out).volume_decoder(), z1, truth_kept)
     print(f"unfiltered: R^2 {before.r2:.3f}, state {before.state_acc:.3f}, FSC-AUC {fsc0:.3f}; "
           f"filtered: R^2 {after.r2:.3f}, state {after.state_acc:.3f}, FSC-AUC {fsc1:.3f}")
-    assert after.r2 >= before.r2
+    assert e1.r2 >= e0.r2 + 0.005
+    assert after.r2 >= before.r2 - 0.005 and after.state_acc >= before.state_acc - 0.005
     assert fsc1 >= fsc0

@@ -35,9 +35,16 @@ def test_two_ranks_train_as_one_process_with_the_whole_batch(runs):
     # tolerance: only the order of float sums differs (gradient averaging over ranks)
     np.testing.assert_allclose(epoch_losses(two / "run.log"), epoch_losses(one / "run.log"),
                                rtol=1e-5)
+    z1, _ = load_z(one / f"z.{EPOCHS}.encoder.pkl")
+    z2, _ = load_z(two / f"z.{EPOCHS}.encoder.pkl")
+    np.testing.assert_allclose(z2, z1, atol=1e-4)
+    # refined, each rank its block: a Levenberg-Marquardt step that changes a particle's
+    # objective by less than the float noise of another summation order can be taken by one
+    # and refused by the other (measured: 6 of 240 values differ, by at most 2e-3)
     z1, _ = load_z(one / f"z.{EPOCHS}.pkl")
     z2, _ = load_z(two / f"z.{EPOCHS}.pkl")
-    np.testing.assert_allclose(z2, z1, atol=1e-4)
+    np.testing.assert_allclose(z2, z1, atol=5e-3)
+    assert np.mean(np.abs(z2 - z1) < 1e-4) > 0.9
 
 
 def test_rank_zero_alone_writes_one_whole_folder(runs, tiny_dataset):
@@ -157,7 +164,8 @@ def test_srun_without_torchrun(runs, tiny_dataset, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "run"
-    cmd = train_cmd(tiny_dataset, out, 2, "-b", 8, "--launcher", "slurm")
+    # without the anneal, 2 epochs train as the first 2 of the 10-epoch run
+    cmd = train_cmd(tiny_dataset, out, 2, "-b", 8, "--launcher", "slurm", "--lr-anneal", "0")
     procs = []
     for rank in range(2):
         e = env()
