@@ -25,13 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import maps  # noqa: E402
 from _common import RESULTS, machine_info, save_json  # noqa: E402
 
+from napari_cryodrgn.training.settings import default  # noqa: E402
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     maps.add_run_args(p)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"],
                    choices=["fp32", "bf16"])
-    p.add_argument("--steps", type=int, nargs="+", default=[3])
+    p.add_argument("--steps", type=int, nargs="+", default=[default("z_refine_steps")],
+                   help="iterations (default: training's --z-refine-steps default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=None,

@@ -481,11 +481,13 @@ def _add_backproject_voxel(sub):
 
 
 def _add_refine_z(sub):
+    from .training.settings import default
+
     p = sub.add_parser(
         "refine-z", aliases=["refine_z"],
         help="refine each particle's latent through a trained run's decoder",
-        description="Move each particle's z (an epoch's z.N.pkl, ours or cryoDRGN's) to the "
-        "maximum of its posterior under the epoch's decoder, at its pose and CTF: the "
+        description="Move each particle's z (an epoch's z.N.pkl, ours or cryoDRGN's) up its "
+        "posterior under the epoch's decoder, at its pose and CTF (Levenberg-Marquardt): the "
         "encoder's z is kept in z.N.encoder.pkl, and z.N.pkl (and z.pkl when it is that "
         "epoch's copy) then hold the refined z, which every analysis reads. Training does this "
         "after its last epoch (--z-refine-steps); this command refines a run trained without "
@@ -493,14 +495,16 @@ def _add_refine_z(sub):
         "Needs the particles, poses and CTF the run was trained on.")
     p.add_argument("workdir", type=Path, help="training folder")
     p.add_argument("--epoch", type=int, help="epoch to refine (default: the latest)")
-    p.add_argument("--steps", type=int, default=3, help="Gauss-Newton (Levenberg-Marquardt) "
-                   "iterations per particle (default 3)")
+    steps = default("z_refine_steps")
+    p.add_argument("--steps", type=int, default=steps, help="Gauss-Newton "
+                   f"(Levenberg-Marquardt) iterations per particle (default {steps}, as "
+                   "training's --z-refine-steps)")
     p.add_argument("-b", "--batch-size", type=int, default=256,
                    help="images read and processed at a time (default 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="the decoder's precision in the steps (default auto: bf16 where the "
-                   "device has it, as in training)")
+                   help="the decoder's precision in the iterations (default auto: bf16 where "
+                   "the device has it, as in training)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_refine_z)
 

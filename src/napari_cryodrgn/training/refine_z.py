@@ -53,9 +53,13 @@ from ..errors import InputError
 from ..io.safepickle import save_pickle
 from ..model.volume import autocast_context
 from .checkpoint import finalize, load_z
+from .settings import default
+from .trainer import model_images
 
 #: part of the latent information (Fisher, summed over shells) the refinement's band keeps
 INFO_FRACTION = 0.95
+#: iterations per particle: training's --z-refine-steps default
+STEPS = default("z_refine_steps")
 #: Levenberg-Marquardt: the first damping (a fraction of the Hessian's diagonal), its factor
 #: after a step that lowers a particle's objective and after one that does not
 LM_DAMPING, LM_DOWN, LM_UP = 0.1, 0.3, 4.0
@@ -95,11 +99,11 @@ class LatentRefiner:
     info: np.ndarray
     prior_mean: torch.Tensor
     prior_prec: torch.Tensor
-    steps: int = 3
+    steps: int = STEPS
     precision: str = "fp32"
 
     @classmethod
-    def fit(cls, model, prep, y, c, rot, z, population: np.ndarray, steps: int = 3,
+    def fit(cls, model, prep, y, c, rot, z, population: np.ndarray, steps: int = STEPS,
             info_fraction: float = INFO_FRACTION,
             precision: str = "fp32") -> LatentRefiner:
         """Noise per shell and band from a sample: images ``y`` (B, N), CTF ``c``, poses
@@ -160,15 +164,15 @@ class LatentRefiner:
         def g(z, jac=True):
             d = z - self.prior_mean
             dp = d @ self.prior_prec
-            prior = 0.5 * (dp * d).sum(1)
-            if not jac:
+            if jac:
+                rec, jac_ = slices_jacobian(pair, z, cs, n, ctx)
+            else:
                 with torch.no_grad(), ctx():
-                    rec = torch.cat(pair(z), 1).float()
-                rec = rec if cs is None else rec * cs
-                return ((rec - ys).pow(2) * self.w).sum(1) + prior
-            rec, jac_ = slices_jacobian(pair, z, cs, n, ctx)
+                    rec = model_images(pair, z, cs)
             r = rec - ys
-            f = (r.pow(2) * self.w).sum(1) + prior
+            f = (r.pow(2) * self.w).sum(1) + 0.5 * (dp * d).sum(1)
+            if not jac:
+                return f
             wj = jac_ * self.w[:, None]
             grad = 2 * (wj * r[..., None]).sum(1) + dp
             hess = 2 * wj.transpose(1, 2) @ jac_ + self.prior_prec
@@ -354,7 +358,7 @@ def _final_copy(workdir: Path, *zs: np.ndarray) -> bool:
     return any(final.shape == z.shape and np.array_equal(final, z) for z in zs)
 
 
-def refine_run(workdir, epoch: int | None = None, steps: int = 3, device: str = "auto",
+def refine_run(workdir, epoch: int | None = None, steps: int = STEPS, device: str = "auto",
                batch_size: int = 256,
                progress: Callable[[int, int], object] | None = None,
                precision: str = "auto") -> tuple[Path, Path, str]:

@@ -166,11 +166,12 @@ class TrainSettings:
     wd: float = _s(0.0, "weight decay", "float", "train", flags=("--wd",),
                    label="Weight decay", min=0.0,
                    gui={"max": 1.0, "step": 1e-5, "decimals": 6})
-    refine_steps: int = _s(0, "per-batch gradient steps on each latent through the decoder",
-                           "int", "train", flags=("--refine-steps",), label="Latent refine "
-                           "steps", min=0, gui={"max": 100})
-    refine_step: float = _s(0.5, "latent step length", "float", "train",
-                            flags=("--refine-step",), label="Latent refine step", min=0.0,
+    refine_steps: int = _s(0, "per-batch gradient steps on each latent through the decoder "
+                           "during training (the refinement after it: --z-refine-steps)",
+                           "int", "train", flags=("--refine-steps",),
+                           label="Per-batch latent steps", min=0, gui={"max": 100})
+    refine_step: float = _s(0.5, "length of the per-batch latent steps", "float", "train",
+                            flags=("--refine-step",), label="Per-batch latent step", min=0.0,
                             gui={"max": 100.0, "step": 0.05, "decimals": 3})
     robust: float = _s(0.25, "weigh down images (junk) whose error up to Nyquist/4 exceeds "
                        "the batch median by more than this part of the model images' power "
